@@ -1,0 +1,1 @@
+"""Thin adapters around the world: files, processes, probes. The decision core never imports them."""
