@@ -1,0 +1,204 @@
+"""The ``selfheal`` command line: parse, load config, build, run. Errors map to distinct exit codes.
+
+The config file is ``--config PATH``, else ``$SELFHEAL_CONFIG``, else ``./config.toml`` when it
+exists, else the built-in defaults (state in ``./var``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from loguru import logger
+
+from selfheal_daemon.errors import (
+    ChecksumMismatchError,
+    ConfigError,
+    DataError,
+    RegistryError,
+    SelfhealError,
+    ServiceStartError,
+    TrainingError,
+)
+
+EXIT_CODES: dict[type[SelfhealError], int] = {
+    ConfigError: 3,
+    DataError: 4,
+    ChecksumMismatchError: 6,
+    RegistryError: 5,
+    TrainingError: 7,
+    ServiceStartError: 8,
+}
+"""Exit codes by error type (most specific first); 1 is any other failure, 2 a usage error."""
+
+app = typer.Typer(
+    help="selfheal: keeps a scikit-learn model service healthy with no human in the loop.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="The model registry: list, show and verify versions.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="config file (default: $SELFHEAL_CONFIG or ./config.toml)"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def exit_code_for(exc: SelfhealError) -> int:
+    for kind, code in EXIT_CODES.items():
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+def _config_path(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("SELFHEAL_CONFIG")
+    if env:
+        return Path(env)
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
+def _load(explicit: Path | None) -> Any:
+    from selfheal_daemon.config import load_config
+
+    return load_config(_config_path(explicit))
+
+
+def _fail(exc: SelfhealError) -> typer.Exit:
+    typer.echo(f"selfheal: error: {exc}", err=True)
+    return typer.Exit(exit_code_for(exc))
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Run in the foreground: train the first model if needed, start the workers, supervise them.
+
+    Ctrl-C or SIGTERM stops every worker before the command returns.
+    """
+    from selfheal_daemon.logs import configure_logging
+    from selfheal_daemon.runner import run_daemon
+
+    try:
+        cfg = _load(config)
+        configure_logging(cfg.logging.level)
+        # Until the daemon installs its own handlers (after training), TERM ends us like Ctrl-C.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        run_daemon(cfg)
+    except SelfhealError as exc:
+        logger.error("{}", exc)
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        logger.info("interrupted before the service started")
+        raise typer.Exit(130) from None
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path | None, typer.Argument(help="config file")] = None) -> None:
+    """Validate a config file: exit 0, or non-zero naming the key and the reason."""
+    from selfheal_daemon.config import load_config
+
+    target = _config_path(path)
+    try:
+        cfg = load_config(target)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    where = target if target is not None else "built-in defaults"
+    typer.echo(f"{where}: OK (state_dir {cfg.state_dir}, {cfg.service.workers} worker(s) on "
+               f"{cfg.service.host}:{cfg.service.port})")
+
+
+@models_app.command("list")
+def models_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Every registered version, oldest first, with its metrics and aliases."""
+    from selfheal_daemon.registry import ModelRegistry
+
+    try:
+        registry = ModelRegistry(_load(config).registry_dir)
+        aliases = {a: registry.alias(a) for a in ("current", "last_good")}
+        rows = []
+        for version in registry.versions():
+            info = registry.info(version)
+            tags = [a for a, v in aliases.items() if v == version]
+            rows.append({"version": version, "aliases": tags, "created_at": info.created_at,
+                         "metrics": info.metrics, "origin": info.meta.get("origin", "")})
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no model versions registered yet (selfheal run trains the first one)")
+        return
+    typer.echo(f"{'VERSION':<9} {'ALIASES':<19} {'R2':>6} {'MAE':>6} {'RMSE':>6}  CREATED (UTC)              ORIGIN")
+    for r in rows:
+        m = r["metrics"]
+        typer.echo(
+            f"{r['version']:<9} {','.join(r['aliases']) or '-':<19} {m.get('r2', float('nan')):>6.3f} "
+            f"{m.get('mae', float('nan')):>6.3f} {m.get('rmse', float('nan')):>6.3f}  "
+            f"{r['created_at']:<26} {r['origin']}"
+        )
+
+
+@models_app.command("show")
+def models_show(
+    version: Annotated[str, typer.Argument(help="a version (e.g. v3) or an alias (current, last_good)")],
+    config: ConfigOption = None,
+) -> None:
+    """One version's full meta.json."""
+    from selfheal_daemon.registry import ALIASES, ModelRegistry
+
+    try:
+        registry = ModelRegistry(_load(config).registry_dir)
+        if version in ALIASES:
+            resolved = registry.alias(version)
+            if resolved is None:
+                raise RegistryError(f"alias {version} is not set yet")
+            version = resolved
+        info = registry.info(version)
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(info.meta, indent=2, sort_keys=True))
+
+
+@models_app.command("verify")
+def models_verify(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Re-check every artifact's sha256 against meta.json; exit 6 if any fails."""
+    from selfheal_daemon.registry import ModelRegistry
+
+    try:
+        results = ModelRegistry(_load(config).registry_dir).verify()
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in results], indent=2))
+    else:
+        for r in results:
+            typer.echo(f"{r.version}: {'OK' if r.ok else 'FAILED: ' + r.problem}")
+        typer.echo(f"{sum(r.ok for r in results)} of {len(results)} version(s) verified")
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_CODES[ChecksumMismatchError])
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="selfheal")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

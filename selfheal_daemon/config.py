@@ -1,0 +1,186 @@
+"""The one config file, ``config.toml``: frozen pydantic models, one per table, validated at start.
+
+``load_config(path)`` either returns a complete, valid ``Config`` or raises ``ConfigError`` whose
+message names the key path and the reason, e.g.::
+
+    config.toml: service.port: Input should be less than or equal to 65535 (got 70000)
+
+Every key has a safe default, so an empty file is a valid config. Relative paths (``state_dir``,
+``training.data``) are resolved against the directory of the config file, not the working directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from selfheal_daemon.errors import ConfigError
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class _Section(BaseModel):
+    # strict: TOML has real types, so "80" for a port is a mistake to report, not to coerce.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def _require_loopback(host: str, key: str) -> str:
+    """Refuse any listening address that is not loopback: the VM's other interfaces are untrusted."""
+    if host == "localhost":
+        return host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a loopback IP address or 'localhost', got {host!r}") from exc
+    if not address.is_loopback:
+        raise ValueError(f"{key} must be a loopback address (127.0.0.0/8 or ::1), got {host!r}")
+    return host
+
+
+class ServiceConfig(_Section):
+    """The model service: where it listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=64)
+    backlog: int = Field(2048, ge=16, le=65535)
+    max_batch_rows: int = Field(1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=256 * 1_048_576)
+    start_timeout_s: PositiveSeconds = 60.0
+    stop_grace_s: PositiveSeconds = 5.0
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        return _require_loopback(v, "host")
+
+
+class ProbeConfig(_Section):
+    """Liveness probes of each worker."""
+
+    interval_s: PositiveSeconds = 2.0
+    timeout_s: PositiveSeconds = 1.0
+    failure_threshold: int = Field(3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> ProbeConfig:
+        if self.timeout_s > self.interval_s:
+            raise ValueError(
+                f"timeout_s ({self.timeout_s}) must not exceed interval_s ({self.interval_s})"
+            )
+        return self
+
+
+class RestartConfig(_Section):
+    """Restarting workers that exit or hang: exponential backoff, reset after a stable period."""
+
+    backoff_initial_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    backoff_max_s: PositiveSeconds = 30.0
+    stable_after_s: PositiveSeconds = 30.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RestartConfig:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError("backoff_initial_s must not exceed backoff_max_s")
+        return self
+
+
+class TrainingConfig(_Section):
+    """Training data and model parameters. ``data`` empty means the bundled California housing set."""
+
+    data: str = ""
+    test_size: float = Field(0.2, gt=0.05, lt=0.5)
+    seed: int = Field(42, ge=0)
+    max_iter: int = Field(300, ge=10, le=5000)
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    reference_rows: int = Field(5000, ge=100, le=1_000_000)
+
+
+class GateConfig(_Section):
+    """What a model must clear before it is served."""
+
+    min_r2: float = Field(0.70, ge=-1, le=1)
+
+
+class LoggingConfig(_Section):
+    """Human-readable logs on stderr."""
+
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+
+class Config(_Section):
+    """The whole ``config.toml``. ``source`` is the file it came from (None for defaults)."""
+
+    state_dir: Annotated[Path, Field(strict=False)] = Path("./var")
+    service: ServiceConfig = ServiceConfig()
+    probe: ProbeConfig = ProbeConfig()
+    restart: RestartConfig = RestartConfig()
+    training: TrainingConfig = TrainingConfig()
+    gate: GateConfig = GateConfig()
+    logging: LoggingConfig = LoggingConfig()
+    source: Path | None = Field(None, exclude=True, strict=False)
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.state_dir / "registry"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def training_data(self) -> Path | None:
+        """The training data file, or None for the bundled data."""
+        if not self.training.data:
+            return None
+        return self._resolve(Path(self.training.data))
+
+    def _resolve(self, path: Path) -> Path:
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return path if path.is_absolute() else (base / path)
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key (check its spelling and table)"
+    if err["type"] == "missing":
+        return f"{loc}: required key is missing"
+    if err["type"] == "value_error":  # our own validators already say what they got
+        return f"{loc}: {msg}"
+    return f"{loc}: {msg} (got {err.get('input')!r})"
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
+    """Validate a parsed TOML document; relative paths resolve against ``source``'s directory."""
+    name = str(source) if source is not None else "config"
+    if "source" in data:
+        raise ConfigError(f"{name}: source: unknown key (check its spelling and table)")
+    try:
+        cfg = Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        problems = "; ".join(_format_error(dict(e)) for e in exc.errors())
+        raise ConfigError(f"{name}: {problems}") from None
+    return cfg.model_copy(update={"state_dir": cfg._resolve(cfg.state_dir)})
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate ``path``; with None, the defaults (state in ./var)."""
+    if path is None:
+        return parse_config({}, None)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, path.resolve())

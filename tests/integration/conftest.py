@@ -1,0 +1,144 @@
+"""Fixtures that run the real ``selfheal run`` on a free loopback port and clean up every process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.helpers import free_port, wait_until
+
+ROW = {
+    "MedInc": 8.3252,
+    "HouseAge": 41.0,
+    "AveRooms": 6.98,
+    "AveBedrms": 1.02,
+    "Population": 322.0,
+    "AveOccup": 2.56,
+    "Latitude": 37.88,
+    "Longitude": -122.23,
+}
+
+
+@dataclass
+class RunningDaemon:
+    """A ``selfheal run`` process under test, with everything it started remembered by pid."""
+
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    port: int
+    log: Path
+    seen: dict[int, float] = field(default_factory=dict)  # pid -> create_time of every descendant
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The daemon's own record of its live workers (run/workers.json)."""
+        try:
+            records = json.loads((self.state_dir / "run" / "workers.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return []
+        self.remember()
+        return list(records)
+
+    def remember(self) -> None:
+        """Note every current descendant so teardown can find leftovers even after the daemon dies."""
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    self.seen[child.pid] = child.create_time()
+
+    def predict(self, payload: dict[str, Any] | None = None, timeout: float = 5.0) -> httpx.Response:
+        return httpx.post(f"{self.url}/predict", json=payload or ROW, timeout=timeout)
+
+    def wait_serving(self, timeout: float = 90.0) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited early ({self.proc.returncode}):\n{self.output()}")
+            self.remember()
+            return "serving model" in self.output()
+
+        wait_until(ready, timeout, interval=0.1, what="the daemon to serve")
+
+    def survivors(self) -> list[int]:
+        """Descendants seen during the test that still exist (same pid *and* create time)."""
+        alive = []
+        for pid, created in self.seen.items():
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+        return alive
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        self.remember()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def write_config(directory: Path, port: int, **sections: dict[str, Any]) -> Path:
+    """A config for tests: fast training, quick probes, short grace; overrides per section."""
+    base: dict[str, dict[str, Any]] = {
+        "service": {"port": port, "workers": 2, "stop_grace_s": 2.0, "start_timeout_s": 60.0},
+        "probe": {"interval_s": 0.5, "timeout_s": 0.4, "failure_threshold": 2},
+        "restart": {"backoff_initial_s": 0.2, "backoff_max_s": 2.0, "stable_after_s": 5.0},
+        "training": {"max_iter": 30, "learning_rate": 0.3, "reference_rows": 500},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    lines = ['state_dir = "state"']
+    for name, values in base.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+    path = directory / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Any]:
+    """Start ``selfheal run`` (as many times as a test needs); kill all it left by pid afterwards."""
+    started: list[RunningDaemon] = []
+
+    def start(config_dir: Path | None = None, **sections: dict[str, Any]) -> RunningDaemon:
+        directory = config_dir or tmp_path
+        port = free_port()
+        config = write_config(directory, port, **sections)
+        log = directory / f"daemon-{len(started)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "selfheal_daemon", "run", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+        daemon = RunningDaemon(proc, directory / "state", port, log)
+        started.append(daemon)
+        return daemon
+
+    yield start
+
+    for daemon in started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.stop(signal.SIGKILL if daemon.proc.poll() is None else signal.SIGTERM, timeout=10)
+        for pid in daemon.survivors():
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()

@@ -1,0 +1,48 @@
+"""Fixtures for the daemon's unit tests: a tiny trained model and a registry holding it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from selfheal_daemon.config import GateConfig, TrainingConfig
+from selfheal_daemon.features import load_dataset
+from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.training import train_and_register
+
+FAST_TRAINING = TrainingConfig(max_iter=15, reference_rows=200)
+
+
+@pytest.fixture(scope="session")
+def housing() -> pd.DataFrame:
+    """The bundled data set as features and target."""
+    return load_dataset(None)
+
+
+@pytest.fixture(scope="session")
+def small_frame(housing: pd.DataFrame) -> pd.DataFrame:
+    """3,000 rows of the bundled data: enough to clear the gate, quick to fit."""
+    return housing.sample(n=3000, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "registry")
+
+
+@pytest.fixture
+def registered(registry: ModelRegistry, small_frame: pd.DataFrame) -> tuple[ModelRegistry, str]:
+    """A registry with one trained version, not yet aliased."""
+    version, _ = train_and_register(
+        registry, small_frame, FAST_TRAINING, GateConfig(min_r2=0.5), origin="test", parent=None
+    )
+    return registry, version
+
+
+def probe_rows(frame: pd.DataFrame, n: int = 5) -> np.ndarray:
+    from selfheal_daemon.features import FEATURES
+
+    return frame[list(FEATURES)].to_numpy(dtype="float64")[:n]

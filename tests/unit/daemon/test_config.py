@@ -1,0 +1,124 @@
+"""Config validation: every bad value is refused with the key path and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from selfheal_daemon.config import Config, load_config, parse_config
+from selfheal_daemon.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_shipped_config_is_valid_and_equals_defaults() -> None:
+    """The repository's config.toml loads, and its values are the built-in defaults."""
+    cfg = load_config(REPO / "config.toml")
+    defaults = parse_config({}, REPO / "config.toml")
+    assert cfg == defaults
+
+
+def test_empty_config_gives_safe_defaults() -> None:
+    """With no keys, the service listens on loopback with two workers and the 0.70 gate."""
+    cfg = parse_config({})
+    assert cfg.service.host == "127.0.0.1"
+    assert cfg.service.workers == 2
+    assert cfg.gate.min_r2 == 0.70
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"service": {"port": 70000}}, "service.port: Input should be less than or equal to 65535"),
+        ({"service": {"port": "80"}}, "service.port: Input should be a valid integer"),
+        ({"service": {"workers": 0}}, "service.workers: Input should be greater than or equal to 1"),
+        ({"service": {"prot": 8000}}, "service.prot: unknown key"),
+        ({"servcie": {"port": 8000}}, "servcie: unknown key"),
+        ({"service": {"host": "0.0.0.0"}}, "service.host: host must be a loopback address"),
+        ({"service": {"host": "10.0.0.5"}}, "service.host: host must be a loopback address"),
+        ({"service": {"host": "example.com"}}, "service.host: host must be a loopback IP address"),
+        ({"probe": {"timeout_s": 5.0}}, "probe: timeout_s (5.0) must not exceed interval_s (2.0)"),
+        ({"probe": {"interval_s": 0}}, "probe.interval_s: Input should be greater than 0"),
+        ({"probe": {"failure_threshold": 0}}, "probe.failure_threshold: Input should be greater"),
+        ({"restart": {"backoff_initial_s": 60, "backoff_max_s": 1}}, "backoff_initial_s must not exceed"),
+        ({"training": {"test_size": 0.9}}, "training.test_size: Input should be less than 0.5"),
+        ({"gate": {"min_r2": 2}}, "gate.min_r2: Input should be less than or equal to 1"),
+        ({"logging": {"level": "LOUD"}}, "logging.level: Input should be"),
+        ({"service": 5}, "service: Input should be a valid dictionary"),
+        ({"source": "x"}, "source: unknown key"),
+    ],
+)
+def test_bad_values_name_key_and_reason(data: dict[str, Any], expected: str) -> None:
+    """Each invalid config raises ConfigError whose message names the key path and the reason."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, Path("/etc/selfheal/config.toml"))
+    assert expected in str(info.value)
+    assert str(info.value).startswith("/etc/selfheal/config.toml: ")
+
+
+def test_several_problems_are_all_reported() -> None:
+    """A file with two mistakes names both, so a person fixes them in one go."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"service": {"port": 0, "workers": 0}})
+    assert "service.port" in str(info.value)
+    assert "service.workers" in str(info.value)
+
+
+def test_unparsable_toml_names_the_line(tmp_path: Path) -> None:
+    """A syntax error is reported with its position."""
+    path = tmp_path / "config.toml"
+    path.write_text("[service]\nport = \n")
+    with pytest.raises(ConfigError, match=r"not valid TOML: .*line 2"):
+        load_config(path)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A config path that does not exist says so."""
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    """state_dir and training.data are relative to the config file's directory, not the cwd."""
+    path = tmp_path / "etc" / "config.toml"
+    path.parent.mkdir()
+    path.write_text('state_dir = "state"\n[training]\ndata = "data/train.csv"\n')
+    cfg = load_config(path)
+    assert cfg.state_dir == tmp_path / "etc" / "state"
+    assert cfg.training_data == tmp_path / "etc" / "data" / "train.csv"
+    assert cfg.registry_dir == tmp_path / "etc" / "state" / "registry"
+
+
+def test_config_is_frozen() -> None:
+    """A loaded config cannot be changed behind the daemon's back."""
+    cfg = parse_config({})
+    with pytest.raises(Exception):  # noqa: B017, PT011 - pydantic's frozen-instance error
+        cfg.service.port = 1  # type: ignore[misc]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["state_dir", "service", "probe", "restart", "training", "gate", "logging", "x"]),
+        st.one_of(
+            st.integers(),
+            st.floats(allow_nan=True),
+            st.text(max_size=5),
+            st.dictionaries(st.text(max_size=12), st.one_of(st.integers(), st.floats(), st.text(max_size=5)),
+                            max_size=4),
+        ),
+        max_size=4,
+    )
+)
+def test_any_document_either_loads_or_raises_config_error(data: dict[str, Any]) -> None:
+    """No input makes the loader fail with anything but ConfigError, and errors name a key."""
+    try:
+        cfg = parse_config(data)
+    except ConfigError as exc:
+        assert ": " in str(exc)
+    else:
+        assert isinstance(cfg, Config)

@@ -1,0 +1,91 @@
+"""Process adapter: the shared listener, pid files, and leftovers of a daemon that died."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from selfheal_daemon.adapters.process import (
+    bind_listener,
+    claim_daemon_pidfile,
+    cleanup_stale_workers,
+    release_daemon_pidfile,
+)
+from selfheal_daemon.errors import ServiceStartError
+from tests.helpers import free_port
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A real child process standing in for a worker a dead daemon left behind."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
+def test_listener_is_inheritable_and_on_loopback() -> None:
+    """The service socket listens on the loopback port and can be passed to workers."""
+    port = free_port()
+    sock = bind_listener("127.0.0.1", port, 64)
+    try:
+        assert sock.get_inheritable()
+        assert sock.getsockname() == ("127.0.0.1", port)
+    finally:
+        sock.close()
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    """A second bind of the same port names the port and the config key."""
+    port = free_port()
+    first = bind_listener("127.0.0.1", port, 16)
+    try:
+        with pytest.raises(ServiceStartError, match=rf"127\.0\.0\.1:{port}: the address is in use \(service\.port\)"):
+            bind_listener("127.0.0.1", port, 16)
+    finally:
+        first.close()
+
+
+def test_stale_worker_with_matching_create_time_is_stopped(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """A worker recorded by a dead daemon (same pid and create time) is terminated at start."""
+    record = {"worker": 0, "pid": sleeper.pid, "create_time": psutil.Process(sleeper.pid).create_time()}
+    (tmp_path / "workers.json").write_text(json.dumps([record]))
+    assert cleanup_stale_workers(tmp_path, grace_s=5) == [sleeper.pid]
+    assert sleeper.wait(timeout=5) is not None
+    assert not (tmp_path / "workers.json").exists()
+
+
+def test_recycled_pid_is_left_alone(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    """A pid whose create time differs belongs to someone else now and is never signalled."""
+    record = {"worker": 0, "pid": sleeper.pid, "create_time": 12345.0}
+    (tmp_path / "workers.json").write_text(json.dumps([record]))
+    assert cleanup_stale_workers(tmp_path, grace_s=1) == []
+    assert sleeper.poll() is None
+
+
+def test_garbage_pid_file_is_ignored(tmp_path: Path) -> None:
+    """An unreadable workers.json does not stop the daemon from starting."""
+    (tmp_path / "workers.json").write_text("{not json")
+    assert cleanup_stale_workers(tmp_path, grace_s=1) == []
+
+
+def test_second_daemon_on_same_state_dir_is_refused(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    """A live daemon's pid file blocks a second daemon; a dead one's is taken over."""
+    live = {"pid": sleeper.pid, "create_time": psutil.Process(sleeper.pid).create_time()}
+    (tmp_path / "daemon.pid").write_text(json.dumps(live))
+    with pytest.raises(ServiceStartError, match=f"pid {sleeper.pid}"):
+        claim_daemon_pidfile(tmp_path)
+    (tmp_path / "daemon.pid").write_text(json.dumps({"pid": sleeper.pid, "create_time": 1.0}))
+    claim_daemon_pidfile(tmp_path)
+    assert json.loads((tmp_path / "daemon.pid").read_text())["pid"] == psutil.Process().pid
+    release_daemon_pidfile(tmp_path)
+    assert not (tmp_path / "daemon.pid").exists()
