@@ -23,6 +23,8 @@ run: $(VENV)/.installed
 	$(BIN)/selfheal run --config $(CONFIG)
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check selfheal_daemon service tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test

@@ -30,7 +30,9 @@ def ensure_model(cfg: Config, registry: ModelRegistry, progress: Progress) -> st
         check = registry.verify_version(version)
         if check.ok:
             if alias == "last_good":
-                logger.error("current model failed verification; falling back to last_good {}", version)
+                logger.error(
+                    "current model failed verification; falling back to last_good {}", version
+                )
                 registry.set_alias("current", version)
             elif registry.alias("last_good") is None:
                 registry.set_alias("last_good", version)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from loguru import logger
@@ -26,6 +25,9 @@ from selfheal_daemon.errors import (
     ServiceStartError,
     TrainingError,
 )
+
+if TYPE_CHECKING:
+    from selfheal_daemon.config import Config
 
 EXIT_CODES: dict[type[SelfhealError], int] = {
     ConfigError: 3,
@@ -43,7 +45,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="The model registry: list, show and verify versions.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: list, show and verify versions.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 ConfigOption = Annotated[
@@ -70,7 +74,7 @@ def _config_path(explicit: Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
-def _load(explicit: Path | None) -> Any:
+def _load(explicit: Path | None) -> Config:
     from selfheal_daemon.config import load_config
 
     return load_config(_config_path(explicit))
@@ -119,8 +123,10 @@ def check_config(path: Annotated[Path | None, typer.Argument(help="config file")
     except ConfigError as exc:
         raise _fail(exc) from None
     where = target if target is not None else "built-in defaults"
-    typer.echo(f"{where}: OK (state_dir {cfg.state_dir}, {cfg.service.workers} worker(s) on "
-               f"{cfg.service.host}:{cfg.service.port})")
+    typer.echo(
+        f"{where}: OK (state_dir {cfg.state_dir}, {cfg.service.workers} worker(s) on "
+        f"{cfg.service.host}:{cfg.service.port})"
+    )
 
 
 @models_app.command("list")
@@ -131,12 +137,19 @@ def models_list(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     try:
         registry = ModelRegistry(_load(config).registry_dir)
         aliases = {a: registry.alias(a) for a in ("current", "last_good")}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for version in registry.versions():
             info = registry.info(version)
             tags = [a for a, v in aliases.items() if v == version]
-            rows.append({"version": version, "aliases": tags, "created_at": info.created_at,
-                         "metrics": info.metrics, "origin": info.meta.get("origin", "")})
+            rows.append(
+                {
+                    "version": version,
+                    "aliases": tags,
+                    "created_at": info.created_at,
+                    "metrics": info.metrics,
+                    "origin": info.meta.get("origin", ""),
+                }
+            )
     except SelfhealError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -145,19 +158,24 @@ def models_list(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     if not rows:
         typer.echo("no model versions registered yet (selfheal run trains the first one)")
         return
-    typer.echo(f"{'VERSION':<9} {'ALIASES':<19} {'R2':>6} {'MAE':>6} {'RMSE':>6}  CREATED (UTC)              ORIGIN")
-    for r in rows:
-        m = r["metrics"]
+    header = ("VERSION", "ALIASES", "R2", "MAE", "RMSE", "CREATED (UTC)", "ORIGIN")
+    typer.echo(_MODEL_ROW.format(*header))
+    for row in rows:
+        metrics = [f"{row['metrics'].get(k, float('nan')):.3f}" for k in ("r2", "mae", "rmse")]
+        tagged = ",".join(row["aliases"]) or "-"
         typer.echo(
-            f"{r['version']:<9} {','.join(r['aliases']) or '-':<19} {m.get('r2', float('nan')):>6.3f} "
-            f"{m.get('mae', float('nan')):>6.3f} {m.get('rmse', float('nan')):>6.3f}  "
-            f"{r['created_at']:<26} {r['origin']}"
+            _MODEL_ROW.format(row["version"], tagged, *metrics, row["created_at"], row["origin"])
         )
+
+
+_MODEL_ROW = "{:<9} {:<19} {:>6} {:>6} {:>6}  {:<29} {}"
 
 
 @models_app.command("show")
 def models_show(
-    version: Annotated[str, typer.Argument(help="a version (e.g. v3) or an alias (current, last_good)")],
+    version: Annotated[
+        str, typer.Argument(help="a version (e.g. v3) or an alias (current, last_good)")
+    ],
     config: ConfigOption = None,
 ) -> None:
     """One version's full meta.json."""
@@ -201,4 +219,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

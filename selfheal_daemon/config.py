@@ -29,13 +29,15 @@ class _Section(BaseModel):
 
 
 def _require_loopback(host: str, key: str) -> str:
-    """Refuse any listening address that is not loopback: the VM's other interfaces are untrusted."""
+    """Refuse a listening address that is not loopback: the VM's other interfaces are untrusted."""
     if host == "localhost":
         return host
     try:
         address = ipaddress.ip_address(host)
     except ValueError as exc:
-        raise ValueError(f"{key} must be a loopback IP address or 'localhost', got {host!r}") from exc
+        raise ValueError(
+            f"{key} must be a loopback IP address or 'localhost', got {host!r}"
+        ) from exc
     if not address.is_loopback:
         raise ValueError(f"{key} must be a loopback address (127.0.0.0/8 or ::1), got {host!r}")
     return host
@@ -45,11 +47,11 @@ class ServiceConfig(_Section):
     """The model service: where it listens and what it accepts."""
 
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(2, ge=1, le=64)
-    backlog: int = Field(2048, ge=16, le=65535)
-    max_batch_rows: int = Field(1000, ge=1, le=100_000)
-    max_body_bytes: int = Field(1_048_576, ge=1024, le=256 * 1_048_576)
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=2, ge=1, le=64)
+    backlog: int = Field(default=2048, ge=16, le=65535)
+    max_batch_rows: int = Field(default=1000, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1_048_576)
     start_timeout_s: PositiveSeconds = 60.0
     stop_grace_s: PositiveSeconds = 5.0
 
@@ -64,7 +66,7 @@ class ProbeConfig(_Section):
 
     interval_s: PositiveSeconds = 2.0
     timeout_s: PositiveSeconds = 1.0
-    failure_threshold: int = Field(3, ge=1, le=100)
+    failure_threshold: int = Field(default=3, ge=1, le=100)
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> ProbeConfig:
@@ -90,20 +92,20 @@ class RestartConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """Training data and model parameters. ``data`` empty means the bundled California housing set."""
+    """Training data and model parameters; empty ``data`` means the bundled California data."""
 
     data: str = ""
-    test_size: float = Field(0.2, gt=0.05, lt=0.5)
-    seed: int = Field(42, ge=0)
-    max_iter: int = Field(300, ge=10, le=5000)
-    learning_rate: float = Field(0.1, gt=0, le=1)
-    reference_rows: int = Field(5000, ge=100, le=1_000_000)
+    test_size: float = Field(default=0.2, gt=0.05, lt=0.5)
+    seed: int = Field(default=42, ge=0)
+    max_iter: int = Field(default=300, ge=10, le=5000)
+    learning_rate: float = Field(default=0.1, gt=0, le=1)
+    reference_rows: int = Field(default=5000, ge=100, le=1_000_000)
 
 
 class GateConfig(_Section):
     """What a model must clear before it is served."""
 
-    min_r2: float = Field(0.70, ge=-1, le=1)
+    min_r2: float = Field(default=0.70, ge=-1, le=1)
 
 
 class LoggingConfig(_Section):

@@ -1,7 +1,7 @@
 """The supervisor's run loop: one thread decides, everything else only posts events.
 
 Signal handlers, the scheduler's probe job and the readiness watchers never change state; they put
-an event on a queue (``SimpleQueue.put`` is safe inside a signal handler). The loop drains the queue,
+an event on a queue (``SimpleQueue.put`` is safe in a signal handler). The loop drains the queue,
 asks the pure ``policy.decide`` what to do, and hands each action to the ``Executor``, whose
 follow-up events (``WorkerSpawned``, a failed spawn) are decided at once, before anything else.
 """
@@ -77,7 +77,9 @@ class Executor:
             case StartWorker():
                 return self._start(action)
             case StopWorker():
-                logger.info("stopping worker {} (pid {}): {}", action.worker, action.pid, action.reason)
+                logger.info(
+                    "stopping worker {} (pid {}): {}", action.worker, action.pid, action.reason
+                )
                 self.processes.stop(action.pid, self.cfg.service.stop_grace_s)
                 return []
             case Report():
@@ -99,7 +101,11 @@ class Executor:
             return [WorkerExited(action.worker, None, None, detail=str(exc))]
         self.workers[action.worker] = proc
         logger.info(
-            "started worker {} (pid {}, model {}): {}", action.worker, proc.pid, proc.version, action.reason
+            "started worker {} (pid {}, model {}): {}",
+            action.worker,
+            proc.pid,
+            proc.version,
+            action.reason,
         )
         threading.Thread(
             target=self._watch_ready, args=(proc,), name=f"ready-{action.worker}", daemon=True
@@ -158,15 +164,16 @@ class Daemon:
     # ----- scheduler jobs (run on the scheduler's threads; they only post events) -------------
     def probe_workers(self) -> None:
         """Probe every ready worker at once; a hung one delays only its own result."""
-        ready = [s for s in self._snapshot.workers if s.state is WorkerState.READY and s.pid]
-        futures = [
-            (slot, self._probe_pool.submit(self.probe.check, self.processes.spec.uds_path(slot.worker)))
-            for slot in ready
+        ready = [
+            (s.worker, s.pid)
+            for s in self._snapshot.workers
+            if s.state is WorkerState.READY and s.pid is not None
         ]
-        for slot, future in futures:
+        uds = self.processes.spec.uds_path
+        futures = [(w, pid, self._probe_pool.submit(self.probe.check, uds(w))) for w, pid in ready]
+        for worker, pid, future in futures:
             outcome = future.result()
-            assert slot.pid is not None
-            self.events.put(ProbeResult(slot.worker, slot.pid, outcome.ok, outcome.detail))
+            self.events.put(ProbeResult(worker, pid, outcome.ok, outcome.detail))
 
     # ----- signals ---------------------------------------------------------------------------
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -222,9 +229,7 @@ class Daemon:
             self._handle(WorkerExited(proc.worker, proc.pid, code))
 
     def _finished(self) -> bool:
-        return (
-            self.state.shutting_down and self.state.all_stopped and not self.processes.alive()
-        )
+        return self.state.shutting_down and self.state.all_stopped and not self.processes.alive()
 
     def _enforce_shutdown_deadline(self) -> None:
         """Never hang on exit: KILL whatever outlives the grace period by two seconds."""

@@ -37,7 +37,7 @@ class VersionNotFoundError(RegistryError):
     """A version or alias does not exist in the registry."""
 
 
-class InvalidVersionName(RegistryError):  # noqa: N818 - reads as a sentence at raise sites
+class InvalidVersionName(RegistryError):
     """A version name is not of the form the registry writes (e.g. tries path traversal)."""
 
 

@@ -46,7 +46,9 @@ BUNDLED_ROWS = 20640
 
 def load_bundled_raw() -> pd.DataFrame:
     """Read the bundled California housing CSV, refusing it if its sha256 is not the known one."""
-    blob = resources.files("selfheal_daemon").joinpath("data/california_housing.csv.gz").read_bytes()
+    blob = (
+        resources.files("selfheal_daemon").joinpath("data/california_housing.csv.gz").read_bytes()
+    )
     raw = gzip.decompress(blob)
     digest = hashlib.sha256(raw).hexdigest()
     if digest != BUNDLED_SHA256:
@@ -55,7 +57,7 @@ def load_bundled_raw() -> pd.DataFrame:
 
 
 def derive_features(raw: pd.DataFrame) -> pd.DataFrame:
-    """Return ``FEATURES`` plus ``TARGET`` (when present) from raw census columns or feature columns.
+    """Return ``FEATURES`` and ``TARGET`` (if present) from raw census columns or feature columns.
 
     A frame that already has every feature column is taken as it is (extra columns are dropped). A
     frame in the raw census form is converted: ratios per household, target in units of $100,000.

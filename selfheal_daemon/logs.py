@@ -1,4 +1,4 @@
-"""Logging through loguru, configured once by the CLI. Logs are for people; the audit is separate."""
+"""Logging through loguru, set up once by the CLI. Logs are for people; the audit is separate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pure decision core of process supervision: an event and the state in, new state and actions out.
+"""The pure decision core of process supervision: an event and the state in; state and actions out.
 
 ``decide(event, state, now, cfg)`` never touches the world: no processes, sockets, files or clocks.
 ``now`` is monotonic seconds. The executor applies the returned actions and feeds what happened back
@@ -9,7 +9,7 @@ in as new events (``WorkerSpawned``, ``WorkerExited``, ...). Healing rules imple
   resets once a worker has been ready for ``stable_after_s``.
 - ``service_hang``: ``failure_threshold`` failed liveness probes in a row stop the worker (TERM,
   then KILL after the grace period; the executor owns that timing) and start a new one.
-- ``service_start_timeout``: a worker that is not ready within ``start_timeout_s`` is treated as hung.
+- start timeout: a worker that is not ready within ``start_timeout_s`` is treated as hung.
 - shutdown: every live worker is stopped and nothing is restarted.
 """
 
@@ -200,7 +200,9 @@ def backoff_delay(level: int, cfg: RestartConfig) -> float:
 # ----- the decision function ------------------------------------------------------------------
 
 
-def decide(event: Event, state: SupervisorState, now: float, cfg: PolicyConfig) -> Decision:
+def decide(  # noqa: PLR0911 - one return per event kind reads best as a dispatch table
+    event: Event, state: SupervisorState, now: float, cfg: PolicyConfig
+) -> Decision:
     """Return the next state and the actions that ``event`` calls for at monotonic time ``now``."""
     match event:
         case StartRequested():

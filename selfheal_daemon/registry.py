@@ -30,7 +30,12 @@ from typing import Any
 import joblib
 import numpy as np
 
-from selfheal_daemon.adapters.files import atomic_write_json, atomic_write_text, fsync_dir, sha256_file
+from selfheal_daemon.adapters.files import (
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    sha256_file,
+)
 from selfheal_daemon.errors import (
     ChecksumMismatchError,
     InvalidVersionName,
@@ -49,7 +54,7 @@ _STAGING_PREFIX = ".staging-"
 def validate_version(name: str) -> str:
     """Return ``name`` if it is a registry version name (``v1`` .. ``v999999999``), else raise.
 
-    This is the only gate between user input and a path, so ``../x`` or ``v1/..`` never reach open().
+    This is the only gate between user input and a path: ``../x`` or ``v1/..`` never reach open().
     """
     if not isinstance(name, str) or not _VERSION_RE.fullmatch(name):
         raise InvalidVersionName(f"invalid model version {name!r}: expected v<number>, e.g. v3")
@@ -74,7 +79,7 @@ class VersionInfo:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model that passed its checksum check and was unpickled; ``model.predict(X)`` on FEATURES."""
+    """A model that passed its checksum and was unpickled; ``model.predict(X)`` on FEATURES."""
 
     version: str
     sha256: str
@@ -110,7 +115,7 @@ class ModelRegistry:
         origin: str,
         extra: dict[str, Any] | None = None,
     ) -> str:
-        """Write a new version and publish it atomically; returns its name. Aliases are untouched."""
+        """Write and atomically publish a new version; return its name. Aliases are not moved."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
@@ -192,7 +197,9 @@ class ModelRegistry:
         """Every published version, oldest first."""
         if not self.root.is_dir():
             return []
-        found = [e.name for e in self.root.iterdir() if e.is_dir() and _VERSION_RE.fullmatch(e.name)]
+        found = [
+            e.name for e in self.root.iterdir() if e.is_dir() and _VERSION_RE.fullmatch(e.name)
+        ]
         return sorted(found, key=lambda v: int(v[1:]))
 
     def info(self, version: str) -> VersionInfo:

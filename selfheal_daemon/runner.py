@@ -30,7 +30,9 @@ def run_daemon(cfg: Config) -> None:
     try:
         stale = cleanup_stale_workers(cfg.run_dir, cfg.service.stop_grace_s)
         if stale:
-            logger.warning("stopped {} worker(s) a previous daemon left running: {}", len(stale), stale)
+            logger.warning(
+                "stopped {} worker(s) a previous daemon left running: {}", len(stale), stale
+            )
         registry = ModelRegistry(cfg.registry_dir)
         version = ensure_model(cfg, registry, progress=lambda msg: logger.info("training: {}", msg))
         listener = bind_listener(cfg.service.host, cfg.service.port, cfg.service.backlog)
@@ -43,7 +45,9 @@ def run_daemon(cfg: Config) -> None:
                 max_body_bytes=cfg.service.max_body_bytes,
                 log_level=cfg.logging.level,
             )
-            daemon = Daemon(cfg, SystemClock(), ProcessControl(spec), HealthProbe(cfg.probe.timeout_s), version)
+            daemon = Daemon(
+                cfg, SystemClock(), ProcessControl(spec), HealthProbe(cfg.probe.timeout_s), version
+            )
             daemon.run()
     finally:
         release_daemon_pidfile(cfg.run_dir)

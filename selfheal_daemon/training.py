@@ -60,7 +60,7 @@ def build_pipeline(cfg: TrainingConfig) -> Pipeline:
 
 
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """R2, MAE and RMSE of ``model`` on (x, y); units of MAE and RMSE are the target's ($100,000)."""
+    """R2, MAE and RMSE of ``model`` on (x, y); MAE and RMSE are in the target's unit ($100,000)."""
     pred = model.predict(x)
     if not np.all(np.isfinite(pred)):
         raise TrainingError("model produced non-finite predictions on the holdout")
@@ -77,7 +77,7 @@ def split(frame: pd.DataFrame, cfg: TrainingConfig) -> tuple[np.ndarray, ...]:
     if len(labelled) < 50:
         raise DataError(f"too little labelled data to train on: {len(labelled)} rows (need 50)")
     x = np.array(labelled[list(FEATURES)].to_numpy(dtype="float64"), copy=True)
-    # Infinities are not values a model can learn from: treat them as missing, the imputer fills them.
+    # An infinity is nothing a model can learn from: treat it as missing; the imputer fills it.
     x[~np.isfinite(x)] = np.nan
     y = labelled[TARGET].to_numpy(dtype="float64")
     parts: list[np.ndarray] = train_test_split(
@@ -86,7 +86,9 @@ def split(frame: pd.DataFrame, cfg: TrainingConfig) -> tuple[np.ndarray, ...]:
     return tuple(parts)
 
 
-def train(frame: pd.DataFrame, cfg: TrainingConfig, progress: Progress = lambda _m: None) -> TrainResult:
+def train(
+    frame: pd.DataFrame, cfg: TrainingConfig, progress: Progress = lambda _m: None
+) -> TrainResult:
     """Fit the pipeline on the training part of ``frame`` and measure it on the holdout."""
     started = time.monotonic()
     x_train, x_test, y_train, y_test = split(frame, cfg)
@@ -146,7 +148,11 @@ def train_and_register(
             "train_rows": result.train_rows,
             "holdout_rows": result.holdout_rows,
             "train_seconds": round(result.seconds, 3),
-            "params": {"max_iter": cfg.max_iter, "learning_rate": cfg.learning_rate, "seed": cfg.seed},
+            "params": {
+                "max_iter": cfg.max_iter,
+                "learning_rate": cfg.learning_rate,
+                "seed": cfg.seed,
+            },
         },
     )
     return version, result

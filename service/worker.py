@@ -17,7 +17,6 @@ from pathlib import Path
 
 import uvicorn
 
-from selfheal_daemon.errors import SelfhealError
 from selfheal_daemon.registry import ModelRegistry
 from service.app import create_app
 from service.model_store import ModelStore
@@ -58,8 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     store = ModelStore()
     try:
         store.load(ModelRegistry(args.registry), args.version)
-    except (SelfhealError, OSError, ValueError) as exc:
-        print(f"worker {args.worker_id}: cannot load model {args.version}: {exc}", file=sys.stderr)
+    except Exception as exc:  # any failure to load (checksum, unpickling, smoke test) is exit 3
+        print(
+            f"worker {args.worker_id}: cannot load model {args.version}: "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_MODEL_LOAD_FAILED
     private = bind_private_socket(args.uds)
     settings = ServiceSettings(

@@ -10,7 +10,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str = "") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
     """Call ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last: T = predicate()

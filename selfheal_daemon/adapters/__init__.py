@@ -1,1 +1,1 @@
-"""Thin adapters around the world: files, processes, probes. The decision core never imports them."""
+"""Thin adapters around the world: files, processes, probes. The decision core never uses them."""

@@ -122,7 +122,11 @@ class ProcessControl:
         # Two cores, several workers: one OpenMP thread each avoids oversubscribing the machine.
         env.setdefault("OMP_NUM_THREADS", "1")
         popen = subprocess.Popen(
-            argv, pass_fds=(self.spec.listen_fd,), process_group=0, env=env, stdin=subprocess.DEVNULL
+            argv,
+            pass_fds=(self.spec.listen_fd,),
+            process_group=0,
+            env=env,
+            stdin=subprocess.DEVNULL,
         )
         try:
             create_time = psutil.Process(popen.pid).create_time()
@@ -204,11 +208,10 @@ def _same_process(pid: int, create_time: float) -> psutil.Process | None:
     """The process ``pid`` if it is the one started at ``create_time`` (a recycled pid is not)."""
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) > 0.01:
-            return None
-        return proc
+        same = abs(proc.create_time() - create_time) <= 0.01
     except psutil.Error:
         return None
+    return proc if same else None
 
 
 def claim_daemon_pidfile(run_dir: Path) -> None:

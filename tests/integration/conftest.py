@@ -1,4 +1,4 @@
-"""Fixtures that run the real ``selfheal run`` on a free loopback port and clean up every process."""
+"""Fixtures that run the real ``selfheal run`` on a free loopback port and clean up after it."""
 
 from __future__ import annotations
 
@@ -58,19 +58,23 @@ class RunningDaemon:
         return list(records)
 
     def remember(self) -> None:
-        """Note every current descendant so teardown can find leftovers even after the daemon dies."""
+        """Note every descendant so teardown can find leftovers even after the daemon is gone."""
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(self.proc.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     self.seen[child.pid] = child.create_time()
 
-    def predict(self, payload: dict[str, Any] | None = None, timeout: float = 5.0) -> httpx.Response:
+    def predict(
+        self, payload: dict[str, Any] | None = None, timeout: float = 5.0
+    ) -> httpx.Response:
         return httpx.post(f"{self.url}/predict", json=payload or ROW, timeout=timeout)
 
     def wait_serving(self, timeout: float = 90.0) -> None:
         def ready() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited early ({self.proc.returncode}):\n{self.output()}")
+                raise AssertionError(
+                    f"daemon exited early ({self.proc.returncode}):\n{self.output()}"
+                )
             self.remember()
             return "serving model" in self.output()
 
@@ -114,7 +118,7 @@ def write_config(directory: Path, port: int, **sections: dict[str, Any]) -> Path
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Any]:
-    """Start ``selfheal run`` (as many times as a test needs); kill all it left by pid afterwards."""
+    """Start ``selfheal run`` (as often as a test needs); kill all it left, by pid, afterwards."""
     started: list[RunningDaemon] = []
 
     def start(config_dir: Path | None = None, **sections: dict[str, Any]) -> RunningDaemon:
@@ -138,7 +142,9 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
 
     for daemon in started:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.stop(signal.SIGKILL if daemon.proc.poll() is None else signal.SIGTERM, timeout=10)
+            daemon.stop(
+                signal.SIGKILL if daemon.proc.poll() is None else signal.SIGTERM, timeout=10
+            )
         for pid in daemon.survivors():
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()

@@ -44,7 +44,9 @@ def test_run_trains_serves_heals_a_crash_and_stops_cleanly(start_daemon: Any) ->
         30,
         what="a replacement worker",
     )
-    wait_until(lambda: daemon.output().count("ready in") >= 3, 30, what="the replacement to be ready")
+    wait_until(
+        lambda: daemon.output().count("ready in") >= 3, 30, what="the replacement to be ready"
+    )
     assert "service_crash detected (worker_exit)" in daemon.output()
     for _ in range(20):  # both workers answer again
         assert daemon.predict().status_code == 200

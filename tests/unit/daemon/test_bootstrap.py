@@ -1,4 +1,4 @@
-"""The first start trains and registers a model; later starts reuse it or heal a damaged registry."""
+"""The first start trains and registers a model; later ones reuse it or heal a damaged registry."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from selfheal_daemon.registry import ModelRegistry
 
 def _cfg(tmp_path: Path, **training: object) -> Config:
     return parse_config(
-        {"state_dir": str(tmp_path / "state"),
-         "training": {"max_iter": 20, "learning_rate": 0.3, "reference_rows": 200, **training}},
+        {
+            "state_dir": str(tmp_path / "state"),
+            "training": {"max_iter": 20, "learning_rate": 0.3, "reference_rows": 200, **training},
+        },
         tmp_path / "config.toml",
     )
 
@@ -53,8 +55,15 @@ def test_damaged_current_falls_back_to_last_good(tmp_path: Path) -> None:
     registry = ModelRegistry(cfg.registry_dir)
     ensure_model(cfg, registry, lambda _m: None)
     v1 = registry.load("v1")
-    v2 = registry.register(v1.model, metrics=v1.metrics, reference=registry.load_reference("v1"),
-                           data_fingerprint="x", data_rows=1, parent="v1", origin="test")
+    v2 = registry.register(
+        v1.model,
+        metrics=v1.metrics,
+        reference=registry.load_reference("v1"),
+        data_fingerprint="x",
+        data_rows=1,
+        parent="v1",
+        origin="test",
+    )
     registry.set_alias("current", v2)
     _tamper(registry, v2)
     assert ensure_model(cfg, registry, lambda _m: None) == "v1"
@@ -89,8 +98,10 @@ def test_user_data_file_is_trained_on(tmp_path: Path) -> None:
 
 def test_a_first_model_below_the_gate_is_not_served(tmp_path: Path) -> None:
     """An impossible gate stops the start with TrainingError and leaves no alias behind."""
-    cfg = parse_config({"state_dir": str(tmp_path / "s"), "gate": {"min_r2": 0.99},
-                        "training": {"max_iter": 10}}, tmp_path / "c.toml")
+    cfg = parse_config(
+        {"state_dir": str(tmp_path / "s"), "gate": {"min_r2": 0.99}, "training": {"max_iter": 10}},
+        tmp_path / "c.toml",
+    )
     registry = ModelRegistry(cfg.registry_dir)
     with pytest.raises(TrainingError):
         ensure_model(cfg, registry, lambda _m: None)

@@ -50,14 +50,16 @@ def test_zero_households_become_missing_not_infinite() -> None:
 
 def test_feature_form_is_taken_as_is() -> None:
     """Data already in feature form keeps its values; extra columns are dropped."""
-    frame = pd.DataFrame({name: [1.0, 2.0] for name in FEATURES} | {TARGET: [3.0, 4.0], "note": ["a", "b"]})
+    frame = pd.DataFrame(
+        {name: [1.0, 2.0] for name in FEATURES} | {TARGET: [3.0, 4.0], "note": ["a", "b"]}
+    )
     out = derive_features(frame)
     assert list(out.columns) == [*FEATURES, TARGET]
 
 
 def test_missing_columns_are_named() -> None:
     """Data in neither form is refused with the columns it lacks."""
-    with pytest.raises(DataError, match="missing: .*median_income"):
+    with pytest.raises(DataError, match=r"missing: .*median_income"):
         derive_features(pd.DataFrame({"longitude": [1.0]}))
 
 

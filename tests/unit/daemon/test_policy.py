@@ -124,7 +124,7 @@ def test_repeated_crashes_back_off_and_tick_restarts_when_due() -> None:
 
 
 def test_backoff_resets_after_stable_period() -> None:
-    """A worker ready for stable_after_s forgets its failing streak: the next crash restarts at once."""
+    """Ready for stable_after_s, a worker forgets its failures: the next crash restarts at once."""
     d = Driver(workers=1)
     (pid,) = d.all_ready()
     d.feed(WorkerExited(0, pid, 1))
@@ -163,7 +163,7 @@ def test_probe_failures_below_threshold_do_not_stop(failures_before_ok: int) -> 
 
 
 def test_threshold_probe_failures_stop_and_replace_hung_worker() -> None:
-    """failure_threshold failures in a row report service_hang, stop the pid, then start a new one."""
+    """failure_threshold failures in a row: service_hang, stop the pid, then start a new one."""
     d = Driver(workers=1)
     (pid,) = d.all_ready()
     d.feed(ProbeResult(0, pid, ok=False))
@@ -232,9 +232,14 @@ def test_spawn_failure_is_a_crash_with_backoff() -> None:
     d.feed(StartRequested())
     decision = d.feed(WorkerExited(0, None, None, detail="fork failed"))
     assert kinds(decision) == ["Report", "StartWorker"]
-    assert d.feed(WorkerExited(0, None, None, detail="fork failed")).actions[0].details[  # type: ignore[union-attr]
-        "restart_in_s"
-    ] == 0.5
+    assert (
+        d.feed(WorkerExited(0, None, None, detail="fork failed"))
+        .actions[0]
+        .details[  # type: ignore[union-attr]
+            "restart_in_s"
+        ]
+        == 0.5
+    )
 
 
 def test_shutdown_stops_every_live_worker_and_restarts_none() -> None:
@@ -272,7 +277,7 @@ def test_worker_spawned_during_shutdown_is_stopped() -> None:
 
 
 def test_crash_while_stopping_for_hang_is_not_double_reported() -> None:
-    """A worker being replaced for a hang that then exits is restarted once, with no crash report."""
+    """A worker replaced for a hang that then exits is restarted once, with no crash report."""
     d = Driver(workers=1)
     (pid,) = d.all_ready()
     for _ in range(3):

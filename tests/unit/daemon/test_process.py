@@ -47,7 +47,10 @@ def test_port_in_use_is_a_clear_error() -> None:
     port = free_port()
     first = bind_listener("127.0.0.1", port, 16)
     try:
-        with pytest.raises(ServiceStartError, match=rf"127\.0\.0\.1:{port}: the address is in use \(service\.port\)"):
+        with pytest.raises(
+            ServiceStartError,
+            match=rf"127\.0\.0\.1:{port}: the address is in use \(service\.port\)",
+        ):
             bind_listener("127.0.0.1", port, 16)
     finally:
         first.close()
@@ -57,7 +60,11 @@ def test_stale_worker_with_matching_create_time_is_stopped(
     tmp_path: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
     """A worker recorded by a dead daemon (same pid and create time) is terminated at start."""
-    record = {"worker": 0, "pid": sleeper.pid, "create_time": psutil.Process(sleeper.pid).create_time()}
+    record = {
+        "worker": 0,
+        "pid": sleeper.pid,
+        "create_time": psutil.Process(sleeper.pid).create_time(),
+    }
     (tmp_path / "workers.json").write_text(json.dumps([record]))
     assert cleanup_stale_workers(tmp_path, grace_s=5) == [sleeper.pid]
     assert sleeper.wait(timeout=5) is not None
@@ -78,7 +85,9 @@ def test_garbage_pid_file_is_ignored(tmp_path: Path) -> None:
     assert cleanup_stale_workers(tmp_path, grace_s=1) == []
 
 
-def test_second_daemon_on_same_state_dir_is_refused(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+def test_second_daemon_on_same_state_dir_is_refused(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
     """A live daemon's pid file blocks a second daemon; a dead one's is taken over."""
     live = {"pid": sleeper.pid, "create_time": psutil.Process(sleeper.pid).create_time()}
     (tmp_path / "daemon.pid").write_text(json.dumps(live))

@@ -21,12 +21,22 @@ from tests.unit.daemon.conftest import probe_rows
 
 
 def test_register_writes_complete_version_with_meta(registered: tuple[ModelRegistry, str]) -> None:
-    """A registered version has the model, the reference sample and a meta.json naming both hashes."""
+    """A registered version has the model, the reference sample, and meta.json with both hashes."""
     registry, version = registered
     assert version == "v1"
     meta = registry.info(version).meta
-    for key in ("sha256", "reference_sha256", "metrics", "data_fingerprint", "data_rows", "parent",
-                "created_at", "origin", "features", "target"):
+    for key in (
+        "sha256",
+        "reference_sha256",
+        "metrics",
+        "data_fingerprint",
+        "data_rows",
+        "parent",
+        "created_at",
+        "origin",
+        "features",
+        "target",
+    ):
         assert key in meta, key
     assert set(meta["metrics"]) == {"r2", "mae", "rmse"}
     assert meta["created_at"].endswith("+00:00")
@@ -37,8 +47,15 @@ def test_versions_are_numbered_in_order(registered: tuple[ModelRegistry, str]) -
     """Each registration takes the next number; the list is oldest first."""
     registry, v1 = registered
     loaded = registry.load(v1)
-    v2 = registry.register(loaded.model, metrics={"r2": 0.9}, reference=np.zeros((3, 8)),
-                           data_fingerprint="x", data_rows=3, parent=v1, origin="test")
+    v2 = registry.register(
+        loaded.model,
+        metrics={"r2": 0.9},
+        reference=np.zeros((3, 8)),
+        data_fingerprint="x",
+        data_rows=3,
+        parent=v1,
+        origin="test",
+    )
     assert (v1, v2) == ("v1", "v2")
     assert registry.versions() == ["v1", "v2"]
     assert registry.info(v2).meta["parent"] == "v1"
@@ -51,8 +68,17 @@ def test_concurrent_registrations_never_share_a_name(registered: tuple[ModelRegi
     names: list[str] = []
 
     def publish() -> None:
-        names.append(registry.register(model, metrics={}, reference=np.zeros((2, 8)),
-                                       data_fingerprint="x", data_rows=2, parent=None, origin="race"))
+        names.append(
+            registry.register(
+                model,
+                metrics={},
+                reference=np.zeros((2, 8)),
+                data_fingerprint="x",
+                data_rows=2,
+                parent=None,
+                origin="race",
+            )
+        )
 
     threads = [threading.Thread(target=publish) for _ in range(6)]
     for t in threads:
@@ -63,7 +89,9 @@ def test_concurrent_registrations_never_share_a_name(registered: tuple[ModelRegi
     assert all(r.ok for r in registry.verify())
 
 
-def test_load_returns_a_working_model(registered: tuple[ModelRegistry, str], small_frame: pd.DataFrame) -> None:
+def test_load_returns_a_working_model(
+    registered: tuple[ModelRegistry, str], small_frame: pd.DataFrame
+) -> None:
     """A verified load gives a model that predicts finite values for real rows."""
     registry, version = registered
     loaded = registry.load(version)
@@ -71,7 +99,9 @@ def test_load_returns_a_working_model(registered: tuple[ModelRegistry, str], sma
     assert np.all(np.isfinite(loaded.model.predict(probe_rows(small_frame))))
 
 
-def test_tampered_model_is_refused_without_unpickling(registered: tuple[ModelRegistry, str]) -> None:
+def test_tampered_model_is_refused_without_unpickling(
+    registered: tuple[ModelRegistry, str],
+) -> None:
     """A model file whose bytes changed fails its checksum and is never handed to joblib."""
     registry, version = registered
     path = registry.root / version / "model.joblib"
@@ -135,7 +165,9 @@ def test_corrupt_alias_file_is_an_error_not_a_path(registered: tuple[ModelRegist
         registry.alias("current")
 
 
-@pytest.mark.parametrize("name", ["../v1", "v1/..", "v0", "v01", "1", "v1 ", "", "current", "v1/model.joblib", "/etc"])
+@pytest.mark.parametrize(
+    "name", ["../v1", "v1/..", "v0", "v01", "1", "v1 ", "", "current", "v1/model.joblib", "/etc"]
+)
 def test_version_names_that_could_escape_are_refused(name: str) -> None:
     """Only v<number> names reach the filesystem."""
     with pytest.raises(InvalidVersionName):
@@ -163,8 +195,15 @@ def test_staging_leftovers_are_invisible_and_cleaned(registered: tuple[ModelRegi
 def test_failed_register_leaves_nothing(registry: ModelRegistry) -> None:
     """A model that cannot be pickled leaves no version and no staging directory."""
     with pytest.raises(Exception):  # noqa: B017, PT011 - whatever pickle raises for a lambda
-        registry.register(lambda x: x, metrics={}, reference=np.zeros((1, 8)), data_fingerprint="",
-                          data_rows=0, parent=None, origin="test")
+        registry.register(
+            lambda x: x,
+            metrics={},
+            reference=np.zeros((1, 8)),
+            data_fingerprint="",
+            data_rows=0,
+            parent=None,
+            origin="test",
+        )
     assert registry.versions() == []
     assert list(registry.root.iterdir()) == []
 

@@ -1,0 +1,125 @@
+"""Prometheus metrics of one service worker, on a registry owned by its app (never the global one).
+
+Exposed series (``endpoint`` is the route template, e.g. ``/predict``, or ``unmatched`` for a path
+no route knows, so random URLs cannot blow up the label set; a request refused before routing,
+such as a 413 by Content-Length, is labelled with its path when that path is a known route):
+
+    selfheal_service_requests_total{endpoint, status}     requests answered, by HTTP status
+    selfheal_service_request_duration_seconds{endpoint}   time to the last response byte, seconds
+    selfheal_service_predicted_rows_total                 rows predicted by successful requests
+    selfheal_service_model_info{version, sha256}          the served model (empty when none)
+    selfheal_service_model_ready                          1 when a smoke-tested model is served
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import choose_encoder
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from selfheal_daemon.registry import LoadedModel
+
+UNMATCHED = "unmatched"
+_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    """The metric objects of one app and their private ``CollectorRegistry``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "selfheal_service_requests",
+            "HTTP requests answered, by route template and status code.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "selfheal_service_request_duration_seconds",
+            "Time from request start to the last response byte, in seconds.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.predicted_rows = Counter(
+            "selfheal_service_predicted_rows",
+            "Rows predicted by successful /predict requests.",
+            registry=self.registry,
+        )
+        self.model_info = Info(
+            "selfheal_service_model",
+            "The model version this worker serves (empty labels when none).",
+            registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "selfheal_service_model_ready",
+            "1 when a loaded, smoke-tested model is served, else 0.",
+            registry=self.registry,
+        )
+        self.set_model(None)
+
+    def set_model(self, loaded: LoadedModel | None) -> None:
+        """Point the model info and readiness series at ``loaded`` (None: no model)."""
+        if loaded is None:
+            self.model_info.info({"version": "", "sha256": ""})
+            self.model_ready.set(0)
+        else:
+            self.model_info.info({"version": loaded.version, "sha256": loaded.sha256})
+            self.model_ready.set(1)
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition body and its Content-Type, in the format the ``Accept`` header asks for.
+
+        Prometheus text format by default; OpenMetrics when the scraper asks for it.
+        """
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class MetricsMiddleware:
+    """ASGI middleware counting every HTTP request and timing it with ``time.perf_counter``.
+
+    A request that raises before any response counts as status 500 (the server error handler
+    outside this middleware answers it so).
+    """
+
+    def __init__(
+        self, app: ASGIApp, metrics: ServiceMetrics, known_paths: frozenset[str] = frozenset()
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.known_paths = known_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            endpoint = _endpoint(scope, self.known_paths)
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+
+
+def _endpoint(scope: Scope, known_paths: frozenset[str]) -> str:
+    """The route template the router matched (set on the shared scope), else the request path
+    if it is one of ``known_paths`` (refused before routing), else ``unmatched``."""
+    route: Any = scope.get("route")
+    template = getattr(route, "path", None)
+    if isinstance(template, str):
+        return template
+    path = scope.get("path")
+    return path if path in known_paths else UNMATCHED

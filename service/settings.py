@@ -1,0 +1,26 @@
+"""Settings of one model-service worker process, fixed when the app is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Limits and identity of a service worker.
+
+    ``max_batch_rows``: most rows one ``POST /predict`` may carry; more is a 413.
+    ``max_body_bytes``: most bytes a request body may have; more is a 413, checked on the
+    Content-Length header before reading and again while a body streams in.
+    ``worker_id``: the daemon's index of this worker, echoed by ``GET /health``.
+    """
+
+    max_batch_rows: int = 1000
+    max_body_bytes: int = 1_048_576
+    worker_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows must be at least 1, got {self.max_batch_rows}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be at least 1, got {self.max_body_bytes}")

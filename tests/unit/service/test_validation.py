@@ -1,0 +1,306 @@
+"""Parsing of /predict bodies: the shapes accepted, and every refusal with its status and loc."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from selfheal_daemon.features import FEATURES
+from service.validation import InputError, parse_predict_body
+
+ROW: dict[str, float] = {
+    "MedInc": 8.3252,
+    "HouseAge": 41.0,
+    "AveRooms": 6.98,
+    "AveBedrms": 1.02,
+    "Population": 322.0,
+    "AveOccup": 2.55,
+    "Latitude": 37.88,
+    "Longitude": -122.23,
+}
+ROW_VALUES = [ROW[name] for name in FEATURES]
+
+
+def row_text(**raw: str | None) -> str:
+    """ROW as JSON text, with some values replaced by raw JSON fragments (e.g. ``NaN``, ``1e400``).
+
+    A fragment of ``None`` (the Python value) removes the key.
+    """
+    parts = []
+    for name in FEATURES:
+        if name in raw:
+            if raw[name] is not None:
+                parts.append(f'"{name}": {raw[name]}')
+        else:
+            parts.append(f'"{name}": {json.dumps(ROW[name])}')
+    parts.extend(f'"{key}": {value}' for key, value in raw.items() if key not in FEATURES)
+    return "{" + ", ".join(parts) + "}"
+
+
+def batch_text(*rows: str) -> str:
+    return '{"instances": [' + ", ".join(rows) + "]}"
+
+
+def test_single_object_parses_to_one_row_in_feature_order() -> None:
+    """One object of features becomes a (1, 8) float64 matrix with columns in FEATURES order."""
+    matrix = parse_predict_body(json.dumps(ROW).encode(), max_rows=10)
+    assert matrix.dtype == np.float64
+    assert matrix.tolist() == [ROW_VALUES]
+
+
+def test_batch_parses_rows_in_order_whatever_the_key_order() -> None:
+    """Each instance is one row, in request order, regardless of the key order inside it."""
+    reversed_row = dict(reversed(list(ROW.items())))
+    second = {**ROW, "MedInc": 1.5}
+    body = json.dumps({"instances": [reversed_row, second]}).encode()
+    assert parse_predict_body(body, max_rows=2).tolist() == [ROW_VALUES, [1.5, *ROW_VALUES[1:]]]
+
+
+def test_integers_are_accepted_as_numbers() -> None:
+    """A JSON integer is a number like any other (HouseAge is usually sent as one)."""
+    matrix = parse_predict_body(row_text(HouseAge="41", Population="-0").encode(), max_rows=1)
+    assert matrix[0, FEATURES.index("HouseAge")] == 41.0
+    assert matrix[0, FEATURES.index("Population")] == 0.0
+
+
+def test_batch_at_the_row_limit_is_accepted() -> None:
+    """Exactly ``max_rows`` rows is within the limit."""
+    body = batch_text(*[row_text()] * 5).encode()
+    assert parse_predict_body(body, max_rows=5).shape == (5, len(FEATURES))
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+BAD_BODIES: list[tuple[str, bytes, int, list[Any], str]] = [
+    ("empty body", b"", 422, ["body", 0], "json_invalid"),
+    ("not json", b"MedInc=3", 422, ["body", 0], "json_invalid"),
+    (
+        "truncated json",
+        row_text().encode()[:-1],
+        422,
+        ["body", len(row_text()) - 1],
+        "json_invalid",
+    ),
+    ("invalid utf-8", b'{"MedInc": "\xc3\x28"}', 422, ["body"], "json_invalid"),
+    ("utf-16 bom then junk", b"\xff\xfe\xfa", 422, ["body"], "json_invalid"),
+    ("deeply nested array", DEEP.encode(), 422, ["body"], "json_invalid"),
+    ("deeply nested value", row_text(MedInc=DEEP).encode(), 422, ["body"], "json_invalid"),
+    ("top-level array", b"[]", 422, ["body"], "dict_type"),
+    ("top-level array of rows", f"[{row_text()}]".encode(), 422, ["body"], "dict_type"),
+    ("top-level string", b'"x"', 422, ["body"], "dict_type"),
+    ("top-level null", b"null", 422, ["body"], "dict_type"),
+    ("top-level number", b"3.5", 422, ["body"], "dict_type"),
+    ("empty object", b"{}", 422, ["body", "MedInc"], "missing"),
+    ("missing feature", row_text(Latitude=None).encode(), 422, ["body", "Latitude"], "missing"),
+    ("unknown key", row_text(color='"red"').encode(), 422, ["body", "color"], "extra_forbidden"),
+    (
+        "wrong-case key",
+        row_text(MedInc=None, medinc="3").encode(),
+        422,
+        ["body", "MedInc"],
+        "missing",
+    ),
+    ("string value", row_text(MedInc='"3.5"').encode(), 422, ["body", "MedInc"], "float_type"),
+    ("boolean value", row_text(HouseAge="true").encode(), 422, ["body", "HouseAge"], "float_type"),
+    ("null value", row_text(AveRooms="null").encode(), 422, ["body", "AveRooms"], "float_type"),
+    ("list value", row_text(AveOccup="[1.0]").encode(), 422, ["body", "AveOccup"], "float_type"),
+    ("object value", row_text(Longitude="{}").encode(), 422, ["body", "Longitude"], "float_type"),
+    ("NaN", row_text(MedInc="NaN").encode(), 422, ["body", "MedInc"], "finite_number"),
+    (
+        "Infinity",
+        row_text(Latitude="Infinity").encode(),
+        422,
+        ["body", "Latitude"],
+        "finite_number",
+    ),
+    (
+        "-Infinity",
+        row_text(Longitude="-Infinity").encode(),
+        422,
+        ["body", "Longitude"],
+        "finite_number",
+    ),
+    (
+        "float overflow",
+        row_text(Population="1e400").encode(),
+        422,
+        ["body", "Population"],
+        "finite_number",
+    ),
+    (
+        "negative overflow",
+        row_text(AveRooms="-1e999").encode(),
+        422,
+        ["body", "AveRooms"],
+        "finite_number",
+    ),
+    (
+        "integer overflow",
+        row_text(Population="1" + "0" * 400).encode(),
+        422,
+        ["body", "Population"],
+        "finite_number",
+    ),
+    (
+        "integer over the str-digits limit",
+        row_text(Population="9" * 5000).encode(),
+        422,
+        ["body", "Population"],
+        "finite_number",
+    ),
+    ("instances null", b'{"instances": null}', 422, ["body", "instances"], "list_type"),
+    ("instances object", b'{"instances": {}}', 422, ["body", "instances"], "list_type"),
+    ("instances string", b'{"instances": "abc"}', 422, ["body", "instances"], "list_type"),
+    ("instances empty", b'{"instances": []}', 422, ["body", "instances"], "too_short"),
+    (
+        "instances beside a feature",
+        f'{{"instances": [{row_text()}], "MedInc": 1}}'.encode(),
+        422,
+        ["body", "MedInc"],
+        "extra_forbidden",
+    ),
+    (
+        "instance not an object",
+        batch_text(row_text(), "5").encode(),
+        422,
+        ["body", "instances", 1],
+        "dict_type",
+    ),
+    ("instance null", batch_text("null").encode(), 422, ["body", "instances", 0], "dict_type"),
+    (
+        "instance missing a feature",
+        batch_text(row_text(), row_text(), row_text(MedInc=None)).encode(),
+        422,
+        ["body", "instances", 2, "MedInc"],
+        "missing",
+    ),
+    (
+        "instance with unknown key",
+        batch_text(row_text(), row_text(id="7")).encode(),
+        422,
+        ["body", "instances", 1, "id"],
+        "extra_forbidden",
+    ),
+    (
+        "instance with NaN",
+        batch_text(*[row_text()] * 3, row_text(AveRooms="NaN")).encode(),
+        422,
+        ["body", "instances", 3, "AveRooms"],
+        "finite_number",
+    ),
+    (
+        "instance with bool",
+        batch_text(row_text(), row_text(HouseAge="false")).encode(),
+        422,
+        ["body", "instances", 1, "HouseAge"],
+        "float_type",
+    ),
+    (
+        "too many rows",
+        batch_text(*[row_text()] * 6).encode(),
+        413,
+        ["body", "instances"],
+        "too_long",
+    ),
+    (
+        "too many junk rows",
+        b'{"instances": [' + b",".join([b"1"] * 6) + b"]}",
+        413,
+        ["body", "instances"],
+        "too_long",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "loc", "kind"),
+    [
+        pytest.param(body, status, loc, kind, id=name)
+        for name, body, status, loc, kind in BAD_BODIES
+    ],
+)
+def test_bad_body_is_refused_with_status_and_location(
+    body: bytes, status: int, loc: list[Any], kind: str
+) -> None:
+    """Every malformed body raises InputError with the expected status, loc and error type."""
+    with pytest.raises(InputError) as caught:
+        parse_predict_body(body, max_rows=5)
+    assert (caught.value.status_code, caught.value.loc, caught.value.type) == (status, loc, kind)
+    assert caught.value.as_detail() == {"loc": loc, "msg": caught.value.msg, "type": kind}
+
+
+def test_non_finite_message_says_so() -> None:
+    """A NaN or an infinity is reported as 'not a finite number'."""
+    with pytest.raises(InputError, match="not a finite number"):
+        parse_predict_body(row_text(MedInc="Infinity").encode(), max_rows=1)
+
+
+def test_first_problem_is_reported_in_row_major_order() -> None:
+    """Of several wrong values, the one in the earliest row (then earliest feature) is reported."""
+    body = batch_text(row_text(), row_text(Longitude='"x"'), row_text(MedInc='"y"')).encode()
+    with pytest.raises(InputError) as caught:
+        parse_predict_body(body, max_rows=5)
+    assert caught.value.loc == ["body", "instances", 1, "Longitude"]
+
+
+def test_missing_key_outranks_a_bad_value_in_an_earlier_row() -> None:
+    """Structural problems (keys) are reported before value problems."""
+    body = batch_text(row_text(MedInc="NaN"), row_text(HouseAge=None)).encode()
+    with pytest.raises(InputError) as caught:
+        parse_predict_body(body, max_rows=5)
+    assert caught.value.loc == ["body", "instances", 1, "HouseAge"]
+
+
+finite_numbers = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(10**30), max_value=10**30),
+)
+
+
+@settings(database=None, max_examples=200)
+@given(
+    values=st.fixed_dictionaries({name: finite_numbers for name in FEATURES}),
+    order=st.permutations(FEATURES),
+    batch=st.booleans(),
+)
+def test_any_finite_row_round_trips_in_feature_order(
+    values: dict[str, float], order: list[str], batch: bool
+) -> None:
+    """Any object of 8 finite numbers, keys in any order, parses to exactly those values."""
+    row = {name: values[name] for name in order}
+    document: Any = {"instances": [row]} if batch else row
+    matrix = parse_predict_body(json.dumps(document).encode(), max_rows=1)
+    assert matrix.tolist() == [[float(values[name]) for name in FEATURES]]
+
+
+non_finite_literals = st.sampled_from(
+    ["NaN", "Infinity", "-Infinity", "1e309", "-1e400", "1" + "0" * 400, "-" + "9" * 5000]
+)
+
+
+@settings(database=None, max_examples=200)
+@given(
+    values=st.fixed_dictionaries(
+        {name: st.floats(allow_nan=False, allow_infinity=False) for name in FEATURES}
+    ),
+    feature=st.sampled_from(FEATURES),
+    literal=non_finite_literals,
+    rows_before=st.integers(min_value=0, max_value=3),
+)
+def test_any_non_finite_value_is_refused_naming_it(
+    values: dict[str, float], feature: str, literal: str, rows_before: int
+) -> None:
+    """A non-finite number in any feature of any row is a 422 at that row and feature."""
+    good = json.dumps(values)
+    bad = row_text(**{name: json.dumps(v) for name, v in values.items()} | {feature: literal})
+    body = batch_text(*[good] * rows_before, bad).encode()
+    with pytest.raises(InputError) as caught:
+        parse_predict_body(body, max_rows=10)
+    assert caught.value.status_code == 422
+    assert caught.value.type == "finite_number"
+    assert caught.value.loc == ["body", "instances", rows_before, feature]
