@@ -6,7 +6,7 @@ listener and a private unix socket. For each run it measures, from ``Popen``:
 - ``ready_s``: the first 200 from ``/ready`` on the worker's unix socket (the daemon's wait),
 - ``predict_s``: the first 200 from ``/predict`` on the shared TCP port (what a client sees),
 
-and, apart, the parts: importing the serving stack; loading, verifying, smoke-testing the model.
+and, apart, the parts: importing the worker's modules; loading, verifying, smoke-testing the model.
 Prints progress, then a markdown table of medians, min and max; ``--json PATH`` writes the raw runs.
 
     python bench/cold_start.py [--runs 9] [--json bench/out/cold_start.json]
@@ -71,6 +71,9 @@ def one_run(registry: Path, version: str, workdir: Path) -> dict[str, float]:
         "WARNING",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Clients first, so their setup is not counted in the worker's start.
+    private = httpx.Client(transport=httpx.HTTPTransport(uds=str(uds)), timeout=1.0)
+    client = httpx.Client(timeout=1.0)
     started = time.monotonic()
     proc = subprocess.Popen(
         argv,
@@ -82,23 +85,23 @@ def one_run(registry: Path, version: str, workdir: Path) -> dict[str, float]:
     )
     result: dict[str, float] = {}
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(uds)), timeout=1.0) as private:
-            while "ready_s" not in result:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"worker exited with {proc.returncode}")
-                try:
-                    if private.get("http://worker/ready").status_code == 200:
-                        result["ready_s"] = time.monotonic() - started
-                except httpx.HTTPError:
-                    time.sleep(POLL_S)
-        with httpx.Client(timeout=1.0) as client:
-            while "predict_s" not in result:
-                try:
-                    if client.post(f"http://127.0.0.1:{port}/predict", json=ROW).status_code == 200:
-                        result["predict_s"] = time.monotonic() - started
-                except httpx.HTTPError:
-                    time.sleep(POLL_S)
+        while "ready_s" not in result:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}")
+            try:
+                if private.get("http://worker/ready").status_code == 200:
+                    result["ready_s"] = time.monotonic() - started
+            except httpx.HTTPError:
+                time.sleep(POLL_S)
+        while "predict_s" not in result:
+            try:
+                if client.post(f"http://127.0.0.1:{port}/predict", json=ROW).status_code == 200:
+                    result["predict_s"] = time.monotonic() - started
+            except httpx.HTTPError:
+                time.sleep(POLL_S)
     finally:
+        private.close()
+        client.close()
         proc.terminate()
         proc.wait(timeout=10)
         listener.close()
@@ -143,15 +146,17 @@ def main() -> None:
                 flush=True,
             )
         print("measuring the parts...", flush=True)
+        # The parts, each in a fresh interpreter: what the worker imports at start, then loading
+        # the model (which imports the scikit-learn modules the pickle needs, as a worker does).
         imports = [
             time_python(
-                "import time; t=time.monotonic(); import uvicorn, service.app, "
-                "service.model_store; print(time.monotonic()-t)"
+                "import time; t=time.monotonic(); import service.worker; print(time.monotonic()-t)"
             )
             for _ in range(5)
         ]
         load_code = (
-            "import time; from pathlib import Path; from service.model_store import ModelStore; "
+            "import service.worker, time; from pathlib import Path; "
+            "from service.model_store import ModelStore; "
             "from selfheal_daemon.registry import ModelRegistry; t=time.monotonic(); "
             f"ModelStore().load(ModelRegistry(Path({str(cfg.registry_dir)!r})), {version!r}); "
             "print(time.monotonic()-t)"
@@ -174,8 +179,8 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     print(row("spawn to `/ready` (daemon's view)", [r["ready_s"] for r in runs]))
     print(row("spawn to first `/predict` 200 (client's view)", [r["predict_s"] for r in runs]))
-    print(row("import uvicorn + service (fresh interpreter)", imports))
-    print(row("load + verify + smoke-test the model", loads))
+    print(row("import the worker module (uvicorn, FastAPI, pandas, ...)", imports))
+    print(row("load + verify + smoke-test the model (incl. its sklearn imports)", loads))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
