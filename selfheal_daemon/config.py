@@ -78,17 +78,30 @@ class ProbeConfig(_Section):
 
 
 class RestartConfig(_Section):
-    """Restarting workers that exit or hang: exponential backoff, reset after a stable period."""
+    """Restarting workers that exit or hang: backoff with jitter, a budget, a crash-loop cadence."""
 
     backoff_initial_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
     backoff_max_s: PositiveSeconds = 30.0
+    jitter: float = Field(default=0.2, ge=0, le=1)
     stable_after_s: PositiveSeconds = 30.0
+    budget: int = Field(default=5, ge=1, le=1000)
+    window_s: PositiveSeconds = 60.0
+    crash_loop_retry_s: PositiveSeconds = 30.0
 
     @model_validator(mode="after")
     def _ordered(self) -> RestartConfig:
         if self.backoff_initial_s > self.backoff_max_s:
             raise ValueError("backoff_initial_s must not exceed backoff_max_s")
         return self
+
+
+class ResourcesConfig(_Section):
+    """Limits on each worker, sampled with psutil; 0 turns a limit off."""
+
+    interval_s: PositiveSeconds = 5.0
+    max_rss_mb: float = Field(default=1024.0, ge=0)
+    max_cpu_percent: float = Field(default=0.0, ge=0, le=100 * 1024)
+    sustained_s: Annotated[float, Field(ge=0, le=86_400)] = 30.0
 
 
 class TrainingConfig(_Section):
@@ -121,6 +134,7 @@ class Config(_Section):
     service: ServiceConfig = ServiceConfig()
     probe: ProbeConfig = ProbeConfig()
     restart: RestartConfig = RestartConfig()
+    resources: ResourcesConfig = ResourcesConfig()
     training: TrainingConfig = TrainingConfig()
     gate: GateConfig = GateConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -1,9 +1,14 @@
 """The supervisor's run loop: one thread decides, everything else only posts events.
 
-Signal handlers, the scheduler's probe job and the readiness watchers never change state; they put
-an event on a queue (``SimpleQueue.put`` is safe in a signal handler). The loop drains the queue,
-asks the pure ``policy.decide`` what to do, and hands each action to the ``Executor``, whose
-follow-up events (``WorkerSpawned``, a failed spawn) are decided at once, before anything else.
+Signal handlers, scheduler jobs, the exit watcher and the readiness watchers never change state;
+they put an item on a queue (``SimpleQueue.put`` is safe inside a signal handler). The loop drains
+the queue, asks the pure ``policy.decide`` what to do, and hands each action to the ``Executor``.
+
+Signals: SIGTERM and SIGINT stop the daemon and every worker; SIGHUP is a manual restart (forgets
+crash-loop state and backoff, replaces every worker without dropping a connection).
+
+systemd: READY once every worker is ready, STATUS on every change of the worker count, WATCHDOG
+from the loop itself (the scheduler only posts a heartbeat; a stuck loop sends none), STOPPING.
 """
 
 from __future__ import annotations
@@ -18,110 +23,128 @@ from dataclasses import dataclass
 from datetime import UTC
 from types import FrameType
 
+import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
 
 from selfheal_daemon.adapters.probe import HealthProbe
-from selfheal_daemon.adapters.process import ProcessControl, WorkerProcess
+from selfheal_daemon.adapters.systemd import SystemdNotifier
+from selfheal_daemon.adapters.workers import WorkerHandle, WorkerPool
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
-from selfheal_daemon.errors import ServiceStartError
-from selfheal_daemon.policy import (
+from selfheal_daemon.errors import SelfhealError
+from selfheal_daemon.events import (
     Action,
+    ConfirmModel,
     Event,
-    PolicyConfig,
+    ManualRestart,
+    ModelChanged,
     ProbeResult,
     Report,
+    ResourceSample,
+    RollbackModel,
     ShutdownRequested,
     StartRequested,
     StartWorker,
     StopWorker,
-    SupervisorState,
     Tick,
-    WorkerExited,
+    WorkerAdopted,
     WorkerReady,
     WorkerSpawned,
-    decide,
 )
+from selfheal_daemon.policy import PolicyConfig, SupervisorState, decide
+from selfheal_daemon.registry import ModelRegistry
 from selfheal_daemon.states import WorkerState
 
 TICK_S = 0.25  # how often timers in the policy are checked when nothing else happens
-READY_POLL_S = 0.05  # how often a starting worker's /ready is polled
+READY_POLL_S = 0.01  # how often a starting worker's /ready is polled
 
 
 @dataclass(frozen=True)
-class _ChildExited:
-    """SIGCHLD arrived: some child changed state; reap to find out which."""
+class _Heartbeat:
+    """Scheduler says: tell systemd's watchdog we are alive (sent from the loop itself)."""
+
+
+Item = Event | _Heartbeat
 
 
 class Executor:
-    """Applies actions to the world; returns the events they caused."""
+    """Applies actions to the world; what they cause comes back later as events."""
 
     def __init__(
         self,
-        processes: ProcessControl,
+        pool: WorkerPool,
         probe: HealthProbe,
+        registry: ModelRegistry,
         post: Callable[[Event], None],
-        version: str,
         cfg: Config,
     ) -> None:
-        self.processes = processes
+        self.pool = pool
         self.probe = probe
+        self.registry = registry
         self.post = post
-        self.version = version
         self.cfg = cfg
-        self.workers: dict[int, WorkerProcess] = {}  # slot -> its current process
 
-    def apply(self, action: Action) -> list[Event]:
+    def apply(self, action: Action) -> None:
         match action:
             case StartWorker():
-                return self._start(action)
+                logger.info("starting a worker in slot {}: {}", action.worker, action.reason)
+                try:
+                    self.pool.start(action.worker)
+                except SelfhealError as exc:
+                    logger.error("cannot start worker {}: {}", action.worker, exc)
             case StopWorker():
                 logger.info(
                     "stopping worker {} (pid {}): {}", action.worker, action.pid, action.reason
                 )
-                self.processes.stop(action.pid, self.cfg.service.stop_grace_s)
-                return []
+                self.pool.stop(action.pid, self.cfg.service.stop_grace_s)
+            case RollbackModel():
+                self._rollback(action)
+            case ConfirmModel():
+                self.registry.set_alias("last_good", action.version)
+                logger.success("model {} served stably: it is now last_good", action.version)
+                self.post(ModelChanged(serving=action.version, last_good=action.version))
             case Report():
-                logger.warning(
-                    "{} detected ({}) on worker {}: {}",
-                    action.issue,
-                    action.detection,
-                    action.worker,
-                    action.details,
-                )
-                return []
-        raise TypeError(f"unknown action {action!r}")  # pragma: no cover
+                _log_report(action)
 
-    def _start(self, action: StartWorker) -> list[Event]:
+    def _rollback(self, action: RollbackModel) -> None:
+        logger.error("rolling back to model {}: {}", action.to, action.reason)
         try:
-            proc = self.processes.spawn(action.worker, self.version)
-        except (OSError, ServiceStartError) as exc:
-            logger.error("cannot start worker {}: {}", action.worker, exc)
-            return [WorkerExited(action.worker, None, None, detail=str(exc))]
-        self.workers[action.worker] = proc
-        logger.info(
-            "started worker {} (pid {}, model {}): {}",
-            action.worker,
-            proc.pid,
-            proc.version,
-            action.reason,
-        )
-        threading.Thread(
-            target=self._watch_ready, args=(proc,), name=f"ready-{action.worker}", daemon=True
-        ).start()
-        return [WorkerSpawned(action.worker, proc.pid)]
+            self.registry.set_alias("current", action.to)
+        except SelfhealError as exc:
+            logger.error("rollback to {} failed: {}", action.to, exc)
+            return
+        self.pool.set_version(action.to)
+        self.post(ModelChanged(serving=action.to, last_good=self.registry.alias("last_good")))
 
-    def _watch_ready(self, proc: WorkerProcess) -> None:
-        """Poll a starting worker's /ready until it passes, the process dies, or time runs out."""
-        waited = 0.0
-        limit = self.cfg.service.start_timeout_s + 1.0
-        while waited < limit and proc.popen.poll() is None:
-            if self.probe.check(proc.uds, "/ready").ok:
-                self.post(WorkerReady(proc.worker, proc.pid))
+    def watch_ready(self, worker: int, pid: int) -> None:
+        """Poll a starting worker's /ready on a thread until it passes or the process is gone."""
+        threading.Thread(
+            target=self._watch_ready, args=(worker, pid), name=f"ready-{worker}", daemon=True
+        ).start()
+
+    def _watch_ready(self, worker: int, pid: int) -> None:
+        deadline = time.monotonic() + self.cfg.service.start_timeout_s + 1.0
+        while time.monotonic() < deadline:
+            handle = self.pool.handle(pid)
+            if handle is None:
+                return  # it exited; the exit watcher reports that
+            if self.probe.check(handle.uds, "/ready").ok:
+                self.post(WorkerReady(worker, pid))
                 return
             time.sleep(READY_POLL_S)
-            waited += READY_POLL_S
+
+
+def _log_report(report: Report) -> None:
+    where = f" on worker {report.worker}" if report.worker is not None else ""
+    outcome = report.outcome or "detected"
+    text = f"{report.issue} {outcome} ({report.detection}){where}: {report.details}"
+    if report.outcome == "escalated":
+        logger.error("{}", text)
+    elif report.outcome == "resolved":
+        logger.success("{}", text)
+    else:
+        logger.warning("{}", text)
 
 
 class Daemon:
@@ -130,67 +153,115 @@ class Daemon:
     def __init__(
         self,
         cfg: Config,
+        *,
         clock: Clock,
-        processes: ProcessControl,
+        pool: WorkerPool,
         probe: HealthProbe,
-        version: str,
+        registry: ModelRegistry,
+        notifier: SystemdNotifier,
+        events: queue.SimpleQueue[Item],
+        adopted: list[WorkerHandle] | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.processes = processes
+        self.pool = pool
         self.probe = probe
-        self.events: queue.SimpleQueue[Event | _ChildExited] = queue.SimpleQueue()
-        self.executor = Executor(processes, probe, self.events.put, version, cfg)
+        self.notifier = notifier
+        self.events = events
+        self.executor = Executor(pool, probe, registry, self.events.put, cfg)
         self.policy_cfg = PolicyConfig(
-            restart=cfg.restart, probe=cfg.probe, start_timeout_s=cfg.service.start_timeout_s
+            restart=cfg.restart,
+            probe=cfg.probe,
+            start_timeout_s=cfg.service.start_timeout_s,
+            resources=cfg.resources,
         )
-        self.state = SupervisorState.initial(cfg.service.workers)
-        self._snapshot: SupervisorState = self.state
+        self.state = SupervisorState.initial(
+            cfg.service.workers, serving=pool.version, last_good=registry.alias("last_good")
+        )
+        self._adopted = adopted or []
+        self._snapshot = self.state
         self._probe_pool = ThreadPoolExecutor(
-            max_workers=cfg.service.workers, thread_name_prefix="probe"
+            max_workers=cfg.service.workers * 2, thread_name_prefix="probe"
         )
+        self._processes: dict[int, psutil.Process] = {}
         self._announced_ready = False
+        self._status = ""
         self._shutdown_started: float | None = None
+        self._gave_up = False
         self.scheduler = BackgroundScheduler(timezone=UTC)
-        self.scheduler.add_job(
-            self.probe_workers,
-            "interval",
-            seconds=cfg.probe.interval_s,
-            id="probe",
-            max_instances=1,
-            coalesce=True,
-        )
+        jobs: list[tuple[Callable[[], None], float, str]] = [
+            (self.probe_workers, cfg.probe.interval_s, "probe"),
+            (self.sample_resources, cfg.resources.interval_s, "resources"),
+        ]
+        watchdog = notifier.watchdog_interval_s()
+        if watchdog is not None:
+            jobs.append((lambda: self.events.put(_Heartbeat()), watchdog, "watchdog"))
+        for func, seconds, name in jobs:
+            self.scheduler.add_job(
+                func, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True
+            )
 
     # ----- scheduler jobs (run on the scheduler's threads; they only post events) -------------
-    def probe_workers(self) -> None:
-        """Probe every ready worker at once; a hung one delays only its own result."""
-        ready = [
+    def _ready_workers(self) -> list[tuple[int, int]]:
+        return [
             (s.worker, s.pid)
             for s in self._snapshot.workers
             if s.state is WorkerState.READY and s.pid is not None
         ]
-        uds = self.processes.spec.uds_path
-        futures = [(w, pid, self._probe_pool.submit(self.probe.check, uds(w))) for w, pid in ready]
+
+    def probe_workers(self) -> None:
+        """Probe every ready worker at once; a hung one delays only its own result."""
+        targets = [(w, pid, self.pool.handle(pid)) for w, pid in self._ready_workers()]
+        futures = [
+            (w, pid, self._probe_pool.submit(self.probe.check, h.uds))
+            for w, pid, h in targets
+            if h is not None
+        ]
         for worker, pid, future in futures:
             outcome = future.result()
             self.events.put(ProbeResult(worker, pid, outcome.ok, outcome.detail))
+
+    def sample_resources(self) -> None:
+        """Read each ready worker's RSS and CPU share since the last sample (psutil)."""
+        live = set()
+        for worker, pid in self._ready_workers():
+            live.add(pid)
+            try:
+                proc = self._processes.get(pid)
+                if proc is None:
+                    proc = self._processes[pid] = psutil.Process(pid)
+                    proc.cpu_percent(None)  # the first reading only sets the baseline
+                    continue
+                rss_mb = proc.memory_info().rss / 2**20
+                cpu = proc.cpu_percent(None)
+            except psutil.Error:
+                continue
+            self.events.put(ResourceSample(worker, pid, rss_mb, cpu))
+        for pid in set(self._processes) - live:
+            del self._processes[pid]
 
     # ----- signals ---------------------------------------------------------------------------
     def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.events.put(ShutdownRequested(reason=f"{signal.Signals(signum).name} received"))
 
-    def _on_child(self, _signum: int, _frame: FrameType | None) -> None:
-        self.events.put(_ChildExited())
+    def _on_hangup(self, _signum: int, _frame: FrameType | None) -> None:
+        self.events.put(ManualRestart(reason="SIGHUP received"))
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGCHLD, self._on_child)
+        signal.signal(signal.SIGHUP, self._on_hangup)
 
     # ----- the loop --------------------------------------------------------------------------
     def run(self) -> None:
-        """Start the workers and supervise them until a stop signal; returns when all are gone."""
+        """Start (or adopt) the workers and supervise them until a stop signal."""
         self.install_signal_handlers()
+        for handle in self._adopted:
+            self._handle(WorkerAdopted(handle.worker, handle.pid))
+            logger.info(
+                "adopted worker {} (pid {}, model {})", handle.worker, handle.pid, handle.version
+            )
+        self.pool.warm_up()
         self._handle(StartRequested())
         self.scheduler.start()
         try:
@@ -199,59 +270,71 @@ class Daemon:
                     item = self.events.get(timeout=TICK_S)
                 except queue.Empty:
                     item = Tick()
-                self._reap()  # cheap, and a safety net should a SIGCHLD be coalesced
-                if not isinstance(item, _ChildExited):
+                if isinstance(item, _Heartbeat):
+                    self.notifier.watchdog()
+                else:
                     self._handle(item)
                 self._enforce_shutdown_deadline()
         finally:
             self.scheduler.shutdown(wait=False)
             self._probe_pool.shutdown(wait=False, cancel_futures=True)
-            self.processes.kill_all()
+            self.pool.close()
             self.probe.close()
             logger.info("all workers stopped")
 
     def _handle(self, event: Event) -> None:
-        pending: list[Event] = [event]
-        while pending:
-            current = pending.pop(0)
-            decision = decide(current, self.state, self.clock.monotonic(), self.policy_cfg)
-            self._log_transitions(self.state, decision.state)
-            self.state = decision.state
-            self._snapshot = decision.state
-            for action in decision.actions:
-                pending.extend(self.executor.apply(action))
-            if isinstance(current, ShutdownRequested) and self._shutdown_started is None:
-                self._shutdown_started = self.clock.monotonic()
-                logger.info("shutting down: {}", current.reason)
-
-    def _reap(self) -> None:
-        for proc, code in self.processes.reap():
-            self._handle(WorkerExited(proc.worker, proc.pid, code))
+        before = self.state
+        decision = decide(event, self.state, self.clock.monotonic(), self.policy_cfg)
+        self.state = self._snapshot = decision.state
+        if isinstance(event, WorkerSpawned):
+            self.executor.watch_ready(event.worker, event.pid)
+        for action in decision.actions:
+            self.executor.apply(action)
+        if isinstance(event, ShutdownRequested) and self._shutdown_started is None:
+            self._shutdown_started = self.clock.monotonic()
+            self.notifier.stopping()
+            logger.info("shutting down: {}", event.reason)
+        self._announce(before, decision.state)
 
     def _finished(self) -> bool:
-        return self.state.shutting_down and self.state.all_stopped and not self.processes.alive()
+        if self._gave_up:
+            return True
+        return self.state.shutting_down and self.state.all_stopped and not self.pool.alive()
 
     def _enforce_shutdown_deadline(self) -> None:
-        """Never hang on exit: KILL whatever outlives the grace period by two seconds."""
+        """Never hang on exit: give up waiting once the grace period is long past."""
         if self._shutdown_started is None:
             return
-        if self.clock.monotonic() - self._shutdown_started > self.cfg.service.stop_grace_s + 2.0:
+        if self.clock.monotonic() - self._shutdown_started > self.cfg.service.stop_grace_s + 5.0:
             logger.error("workers outlived the stop grace period; killing them")
-            self.processes.kill_all()
-            self._reap()
+            self._gave_up = True  # run() returns; pool.close() sends KILL to what is left
 
-    def _log_transitions(self, before: SupervisorState, after: SupervisorState) -> None:
+    def _announce(self, before: SupervisorState, after: SupervisorState) -> None:
+        now = self.clock.monotonic()
         for old, new in zip(before.workers, after.workers, strict=True):
-            if old.state is not new.state and new.state is WorkerState.READY and new.started_at:
-                took = self.clock.monotonic() - new.started_at
-                logger.info("worker {} (pid {}) ready in {:.2f} s", new.worker, new.pid, took)
+            changed = old.pid != new.pid or old.state is not new.state
+            if changed and new.state is WorkerState.READY and new.started_at is not None:
+                logger.info(
+                    "worker {} (pid {}) ready in {:.3f} s",
+                    new.worker,
+                    new.pid,
+                    now - new.started_at,
+                )
+        ready = sum(s.state is WorkerState.READY for s in after.workers)
+        status = f"{ready}/{len(after.workers)} workers ready, model {after.serving}"
+        if after.in_crash_loop:
+            status += ", crash loop"
+        if status != self._status:
+            self._status = status
+            self.notifier.status(status)
         if after.all_ready and not self._announced_ready:
             self._announced_ready = True
             svc = self.cfg.service
             logger.success(
                 "serving model {} on http://{}:{} with {} worker(s)",
-                self.executor.version,
+                after.serving,
                 svc.host,
                 svc.port,
                 svc.workers,
             )
+            self.notifier.ready(status)

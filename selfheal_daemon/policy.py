@@ -1,247 +1,107 @@
 """The pure decision core of process supervision: an event and the state in; state and actions out.
 
 ``decide(event, state, now, cfg)`` never touches the world: no processes, sockets, files or clocks.
-``now`` is monotonic seconds. The executor applies the returned actions and feeds what happened back
-in as new events (``WorkerSpawned``, ``WorkerExited``, ...). Healing rules implemented here:
+``now`` is monotonic seconds; randomness (backoff jitter) comes from ``cfg.uniform``. Rules:
 
-- ``service_crash``: a worker that exits on its own is restarted at once the first time, then with
-  exponential backoff (``backoff_initial_s`` doubling up to ``backoff_max_s``); the backoff level
-  resets once a worker has been ready for ``stable_after_s``.
-- ``service_hang``: ``failure_threshold`` failed liveness probes in a row stop the worker (TERM,
-  then KILL after the grace period; the executor owns that timing) and start a new one.
-- start timeout: a worker that is not ready within ``start_timeout_s`` is treated as hung.
-- shutdown: every live worker is stopped and nothing is restarted.
+- ``service_crash``: a worker that exits on its own is restarted at once the first time, then after
+  ``backoff_initial_s`` doubling up to ``backoff_max_s``, plus up to ``jitter`` of that at random;
+  the streak is forgotten once the worker has been ready for ``stable_after_s``.
+- ``service_hang``: ``failure_threshold`` failed liveness probes in a row (or no ``/ready`` within
+  ``start_timeout_s``) stop the worker, TERM then KILL, and start a new one.
+- ``resource_limit``: memory or CPU over its limit in every sample for ``sustained_s`` starts a
+  successor beside the worker; once the successor is ready the old one is stopped (it drains).
+- ``crash_loop``: more than ``budget`` restarts within ``window_s`` is escalated once; restarts
+  go on at the slow ``crash_loop_retry_s`` cadence, never given up. If the model being served is
+  not yet confirmed good (a recent change), it is rolled back to ``last_good`` once and retried.
+  The loop clears when every worker has been ready for ``stable_after_s``, or on a manual restart.
+- A model that served with every worker ready for ``stable_after_s`` is confirmed as ``last_good``.
+- Every incident of a slot is reported when detected and again, ``resolved`` with the time it took,
+  when that slot is ready again.
+- shutdown: every live process is stopped and nothing is restarted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
-from selfheal_daemon.config import ProbeConfig, RestartConfig
+from selfheal_daemon.events import (
+    Action,
+    ConfirmModel,
+    Event,
+    ManualRestart,
+    ModelChanged,
+    ProbeResult,
+    Report,
+    ResourceSample,
+    RollbackModel,
+    ShutdownRequested,
+    StartRequested,
+    StartWorker,
+    StopWorker,
+    Tick,
+    WorkerAdopted,
+    WorkerExited,
+    WorkerReady,
+    WorkerSpawned,
+    WorkerStartTimedOut,
+)
 from selfheal_daemon.states import ALIVE_STATES, WorkerState
-
-# ----- events (observations) ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Time passed; lets timers (backoff expiry, stability reset) fire."""
-
-
-@dataclass(frozen=True)
-class StartRequested:
-    """Bring every slot up (daemon start)."""
-
-
-@dataclass(frozen=True)
-class ShutdownRequested:
-    """Stop every worker and restart none."""
-
-    reason: str = "shutdown"
-
-
-@dataclass(frozen=True)
-class WorkerSpawned:
-    """The executor started a process in ``worker``'s slot."""
-
-    worker: int
-    pid: int
-
-
-@dataclass(frozen=True)
-class WorkerExited:
-    """The process in a slot exited (``pid`` None: it could not even be spawned)."""
-
-    worker: int
-    pid: int | None
-    returncode: int | None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class WorkerReady:
-    """A worker answered its readiness probe: model loaded and smoke-tested."""
-
-    worker: int
-    pid: int
-
-
-@dataclass(frozen=True)
-class WorkerStartTimedOut:
-    """A worker did not become ready within ``start_timeout_s``."""
-
-    worker: int
-    pid: int
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One liveness probe of one worker."""
-
-    worker: int
-    pid: int
-    ok: bool
-    detail: str = ""
-
-
-Event = (
-    Tick
-    | StartRequested
-    | ShutdownRequested
-    | WorkerSpawned
-    | WorkerExited
-    | WorkerReady
-    | WorkerStartTimedOut
-    | ProbeResult
+from selfheal_daemon.supervisor_state import (
+    Decision,
+    PolicyConfig,
+    SupervisorState,
+    WorkerSlot,
+    backoff_delay,
 )
 
-# ----- actions --------------------------------------------------------------------------------
+__all__ = ["Decision", "PolicyConfig", "SupervisorState", "WorkerSlot", "backoff_delay", "decide"]
+
+Result = tuple[SupervisorState, list[Action]]
 
 
-@dataclass(frozen=True)
-class StartWorker:
-    """Spawn a fresh process in ``worker``'s slot."""
-
-    worker: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class StopWorker:
-    """Stop the process ``pid`` in ``worker``'s slot: TERM, then KILL after the grace period."""
-
-    worker: int
-    pid: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class Report:
-    """A detection or outcome worth recording (the audit trail's input)."""
-
-    issue: str
-    detection: str
-    worker: int
-    details: dict[str, Any]
-
-
-Action = StartWorker | StopWorker | Report
-
-# ----- state ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkerSlot:
-    """Everything the policy remembers about one slot; times are monotonic seconds."""
-
-    worker: int
-    state: WorkerState = WorkerState.STOPPED
-    pid: int | None = None
-    restarts: int = 0
-    backoff_level: int = 0
-    probe_failures: int = 0
-    started_at: float | None = None
-    ready_at: float | None = None
-    retry_at: float | None = None
-    restart_after_stop: bool = False
-
-
-@dataclass(frozen=True)
-class SupervisorState:
-    """The policy's whole memory; replaced, never mutated."""
-
-    workers: tuple[WorkerSlot, ...]
-    shutting_down: bool = False
-
-    @classmethod
-    def initial(cls, n_workers: int) -> SupervisorState:
-        return cls(workers=tuple(WorkerSlot(worker=i) for i in range(n_workers)))
-
-    def slot(self, worker: int) -> WorkerSlot:
-        return self.workers[worker]
-
-    def with_slot(self, slot: WorkerSlot) -> SupervisorState:
-        workers = list(self.workers)
-        workers[slot.worker] = slot
-        return replace(self, workers=tuple(workers))
-
-    @property
-    def all_stopped(self) -> bool:
-        return all(s.state in (WorkerState.STOPPED, WorkerState.BACKOFF) for s in self.workers)
-
-    @property
-    def all_ready(self) -> bool:
-        return all(s.state is WorkerState.READY for s in self.workers)
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """The knobs the policy reads, gathered from config tables."""
-
-    restart: RestartConfig
-    probe: ProbeConfig
-    start_timeout_s: float
-
-
-@dataclass(frozen=True)
-class Decision:
-    state: SupervisorState
-    actions: tuple[Action, ...] = ()
-
-
-def backoff_delay(level: int, cfg: RestartConfig) -> float:
-    """Seconds to wait before restart number ``level`` of a failing streak (level 0: at once)."""
-    if level <= 0:
-        return 0.0
-    return float(min(cfg.backoff_initial_s * (2 ** (level - 1)), cfg.backoff_max_s))
-
-
-# ----- the decision function ------------------------------------------------------------------
-
-
-def decide(  # noqa: PLR0911 - one return per event kind reads best as a dispatch table
-    event: Event, state: SupervisorState, now: float, cfg: PolicyConfig
-) -> Decision:
+def decide(event: Event, state: SupervisorState, now: float, cfg: PolicyConfig) -> Decision:
     """Return the next state and the actions that ``event`` calls for at monotonic time ``now``."""
+    new, actions = _apply(event, state, now, cfg)
+    return Decision(new, tuple(actions))
+
+
+def _apply(event: Event, state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:  # noqa: PLR0911
     match event:
         case StartRequested():
             return _start_all(state)
         case ShutdownRequested():
             return _shutdown(state, event.reason)
+        case ManualRestart():
+            return _manual_restart(state, event.reason)
         case Tick():
             return _tick(state, now, cfg)
         case WorkerSpawned():
-            slot = state.slot(event.worker)
-            if state.shutting_down:  # spawned as the shutdown began: stop it straight away
-                stopping = replace(slot, state=WorkerState.STOPPING, pid=event.pid)
-                return Decision(
-                    state.with_slot(stopping),
-                    (StopWorker(event.worker, event.pid, reason="shutdown"),),
-                )
-            spawned = replace(
-                slot, state=WorkerState.STARTING, pid=event.pid, started_at=now, ready_at=None
+            return _spawned(state, event, now)
+        case WorkerAdopted():
+            slot = replace(
+                state.slot(event.worker),
+                state=WorkerState.READY,
+                pid=event.pid,
+                started_at=now,
+                ready_at=now,
             )
-            return Decision(state.with_slot(spawned))
+            return state.with_slot(slot), []
         case WorkerReady():
             return _ready(state, event, now)
         case WorkerExited():
             return _exited(state, event, now, cfg)
         case WorkerStartTimedOut():
-            return _start_timed_out(state, event)
+            return _start_timed_out(state, event, now, cfg)
         case ProbeResult():
-            return _probed(state, event, cfg)
+            return _probed(state, event, now, cfg)
+        case ResourceSample():
+            return _sampled(state, event, now, cfg)
+        case ModelChanged():
+            return _model_changed(state, event)
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover - exhaustive match above
 
 
-def _start_all(state: SupervisorState) -> Decision:
-    actions: list[Action] = []
-    new = replace(state, shutting_down=False)
-    for slot in state.workers:
-        if slot.state is WorkerState.STOPPED:
-            actions.append(StartWorker(slot.worker, reason="daemon start"))
-            new = new.with_slot(_pending_start(slot))
-    return Decision(new, tuple(actions))
+# ----- helpers --------------------------------------------------------------------------------
 
 
 def _pending_start(slot: WorkerSlot) -> WorkerSlot:
@@ -251,20 +111,135 @@ def _pending_start(slot: WorkerSlot) -> WorkerSlot:
     )
 
 
-def _shutdown(state: SupervisorState, reason: str) -> Decision:
+def _open_incident(slot: WorkerSlot, issue: str, now: float) -> WorkerSlot:
+    """Remember the first unresolved incident of a slot (later ones are part of the same outage)."""
+    if slot.incident:
+        return slot
+    return replace(slot, incident=issue, incident_since=now)
+
+
+def _close_incident(slot: WorkerSlot, now: float) -> tuple[WorkerSlot, list[Action]]:
+    if not slot.incident or slot.incident_since is None:
+        return slot, []
+    report = Report(
+        issue=slot.incident,
+        detection="worker_ready",
+        worker=slot.worker,
+        details={"pid": slot.pid, "time_to_recover_s": round(now - slot.incident_since, 3)},
+        outcome="resolved",
+    )
+    return replace(slot, incident="", incident_since=None), [report]
+
+
+def _count_restart(state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:
+    """Record one restart; entering a crash loop escalates once and may roll the model back."""
+    window = cfg.restart.window_s
+    times = (*(t for t in state.restart_times if now - t < window), now)
+    state = replace(state, restart_times=times)
+    if state.in_crash_loop or len(times) <= cfg.restart.budget:
+        return state, []
+    rollback = (
+        state.last_good is not None and state.serving != state.last_good and not state.rolled_back
+    )
+    actions: list[Action] = [
+        Report(
+            issue="crash_loop",
+            detection="restart_budget_exceeded",
+            worker=None,
+            details={
+                "restarts": len(times),
+                "window_s": window,
+                "budget": cfg.restart.budget,
+                "serving": state.serving,
+                "next": f"rollback to {state.last_good}" if rollback else "slow retries",
+            },
+            outcome="escalated",
+        )
+    ]
+    state = replace(state, crash_loop_since=now)
+    if rollback and state.last_good is not None:
+        reason = f"crash loop after a change to {state.serving}"
+        actions.append(RollbackModel(to=state.last_good, reason=reason))
+        state = replace(state, rolled_back=True)
+    return state, actions
+
+
+def _restart_delay(slot: WorkerSlot, state: SupervisorState, cfg: PolicyConfig) -> float:
+    if state.in_crash_loop:
+        return cfg.restart.crash_loop_retry_s * (1.0 + cfg.restart.jitter * cfg.uniform())
+    return backoff_delay(slot.backoff_level, cfg.restart, cfg.uniform())
+
+
+def _stable(slot: WorkerSlot, now: float, cfg: PolicyConfig) -> bool:
+    return (
+        slot.state is WorkerState.READY
+        and slot.ready_at is not None
+        and now - slot.ready_at >= cfg.restart.stable_after_s
+    )
+
+
+def _surge(slot: WorkerSlot, reason: str) -> tuple[WorkerSlot, Action]:
+    """Ask for a successor beside a ready worker."""
+    action = StartWorker(slot.worker, reason=reason, surge=True)
+    return replace(slot, replacing=True, replace_reason=reason), action
+
+
+# ----- rules ----------------------------------------------------------------------------------
+
+
+def _start_all(state: SupervisorState) -> Result:
+    actions: list[Action] = []
+    new = replace(state, shutting_down=False)
+    for slot in state.workers:
+        if slot.state is WorkerState.STOPPED:
+            actions.append(StartWorker(slot.worker, reason="daemon start"))
+            new = new.with_slot(_pending_start(slot))
+    return new, actions
+
+
+def _shutdown(state: SupervisorState, reason: str) -> Result:
     actions: list[Action] = []
     new = replace(state, shutting_down=True)
     for slot in state.workers:
-        if slot.state in ALIVE_STATES and slot.pid is not None:
-            if slot.state is not WorkerState.STOPPING:
-                actions.append(StopWorker(slot.worker, slot.pid, reason=reason))
-            new = new.with_slot(replace(slot, state=WorkerState.STOPPING, restart_after_stop=False))
+        for pid in (slot.pid, slot.successor_pid):
+            if pid is not None and slot.state is not WorkerState.STOPPING:
+                actions.append(StopWorker(slot.worker, pid, reason=reason))
+        if slot.state in ALIVE_STATES:  # a start in flight (pid None) is stopped when it lands
+            stopping = replace(slot, state=WorkerState.STOPPING, restart_after_stop=False)
+            new = new.with_slot(stopping)
         else:
             new = new.with_slot(replace(slot, state=WorkerState.STOPPED, retry_at=None))
-    return Decision(new, tuple(actions))
+    return new, actions
 
 
-def _tick(state: SupervisorState, now: float, cfg: PolicyConfig) -> Decision:
+def _manual_restart(state: SupervisorState, reason: str) -> Result:
+    actions: list[Action] = []
+    if state.in_crash_loop:
+        actions.append(
+            Report("crash_loop", "manual_restart", None, {"reason": reason}, outcome="resolved")
+        )
+    new = replace(state, restart_times=(), crash_loop_since=None, rolled_back=False)
+    new, more = _restart_all(new, reason)
+    return new, actions + more
+
+
+def _restart_all(state: SupervisorState, reason: str) -> Result:
+    """Replace every ready worker (a successor first, no gap) and retry every waiting slot now."""
+    actions: list[Action] = []
+    new = state
+    for current in state.workers:
+        slot = replace(current, backoff_level=0)
+        if slot.state is WorkerState.BACKOFF:
+            actions.append(StartWorker(slot.worker, reason=reason))
+            slot = _pending_start(slot)
+        elif slot.state is WorkerState.READY and not slot.replacing:
+            slot, action = _surge(slot, reason)
+            actions.append(action)
+        new = new.with_slot(slot)
+    return new, actions
+
+
+def _tick(state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:
     actions: list[Action] = []
     new = state
     for slot in state.workers:
@@ -274,12 +249,7 @@ def _tick(state: SupervisorState, now: float, cfg: PolicyConfig) -> Decision:
                 continue
             actions.append(StartWorker(slot.worker, reason="backoff elapsed"))
             new = new.with_slot(_pending_start(slot))
-        elif (
-            slot.state is WorkerState.READY
-            and slot.backoff_level > 0
-            and slot.ready_at is not None
-            and now - slot.ready_at >= cfg.restart.stable_after_s
-        ):
+        elif slot.backoff_level > 0 and _stable(slot, now, cfg):
             new = new.with_slot(replace(slot, backoff_level=0))
         elif (
             slot.state is WorkerState.STARTING
@@ -287,108 +257,251 @@ def _tick(state: SupervisorState, now: float, cfg: PolicyConfig) -> Decision:
             and slot.started_at is not None
             and now - slot.started_at >= cfg.start_timeout_s
         ):
-            decision = _start_timed_out(new, WorkerStartTimedOut(slot.worker, slot.pid))
-            new = decision.state
-            actions.extend(decision.actions)
-    return Decision(new, tuple(actions))
+            new, more = _start_timed_out(new, WorkerStartTimedOut(slot.worker, slot.pid), now, cfg)
+            actions.extend(more)
+        if (
+            slot.successor_pid is not None
+            and slot.successor_started_at is not None
+            and now - slot.successor_started_at >= cfg.start_timeout_s
+        ):
+            actions.append(
+                StopWorker(slot.worker, slot.successor_pid, "successor not ready in time")
+            )
+    if state.shutting_down:
+        return new, actions
+    every_stable = all(_stable(s, now, cfg) for s in new.workers)
+    if new.in_crash_loop and every_stable:
+        actions.append(Report("crash_loop", "all_workers_stable", None, {}, outcome="resolved"))
+        new = replace(new, crash_loop_since=None, restart_times=())
+    elif every_stable and not new.confirming and new.serving and new.serving != new.last_good:
+        actions.append(ConfirmModel(new.serving))
+        new = replace(new, confirming=True)
+    return new, actions
 
 
-def _ready(state: SupervisorState, event: WorkerReady, now: float) -> Decision:
+def _spawned(state: SupervisorState, event: WorkerSpawned, now: float) -> Result:
     slot = state.slot(event.worker)
-    if slot.pid != event.pid or slot.state is not WorkerState.STARTING:
-        return Decision(state)  # stale news about a process that is gone or being stopped
-    return Decision(
-        state.with_slot(replace(slot, state=WorkerState.READY, ready_at=now, probe_failures=0))
+    if state.shutting_down:  # spawned as the shutdown began: stop it straight away
+        if slot.pid is None:
+            slot = replace(slot, state=WorkerState.STOPPING, pid=event.pid)
+        else:
+            slot = replace(slot, successor_pid=event.pid, successor_started_at=now)
+        return state.with_slot(slot), [StopWorker(event.worker, event.pid, reason="shutdown")]
+    if slot.replacing and slot.successor_pid is None and slot.pid is not None:
+        return state.with_slot(replace(slot, successor_pid=event.pid, successor_started_at=now)), []
+    spawned = replace(
+        slot, state=WorkerState.STARTING, pid=event.pid, started_at=now, ready_at=None
     )
+    return state.with_slot(spawned), []
 
 
-def _exited(state: SupervisorState, event: WorkerExited, now: float, cfg: PolicyConfig) -> Decision:
+def _ready(state: SupervisorState, event: WorkerReady, now: float) -> Result:
     slot = state.slot(event.worker)
+    actions: list[Action] = []
+    if slot.successor_pid is not None and event.pid == slot.successor_pid:
+        if slot.pid is not None:
+            actions.append(StopWorker(slot.worker, slot.pid, f"replaced ({slot.replace_reason})"))
+        slot = replace(
+            slot,
+            state=WorkerState.READY,
+            pid=event.pid,
+            started_at=slot.successor_started_at,
+            ready_at=now,
+            probe_failures=0,
+            over_limit_since=None,
+            replacing=False,
+            successor_pid=None,
+            successor_started_at=None,
+        )
+    elif slot.pid == event.pid and slot.state is WorkerState.STARTING:
+        slot = replace(slot, state=WorkerState.READY, ready_at=now, probe_failures=0)
+    else:
+        return state, []  # stale news about a process that is gone or being stopped
+    slot, closing = _close_incident(slot, now)
+    return state.with_slot(slot), actions + closing
+
+
+def _exited(  # noqa: PLR0911 - each early return is one distinct case of whose exit this is
+    state: SupervisorState, event: WorkerExited, now: float, cfg: PolicyConfig
+) -> Result:
+    slot = state.slot(event.worker)
+    if event.pid is not None and event.pid == slot.successor_pid:
+        return _successor_exited(state, slot, event, now, cfg)
     if event.pid != slot.pid:
-        return Decision(state)  # an older process of this slot; its successor is already running
+        if event.pid is None and slot.replacing and slot.successor_pid is None:
+            failed = Report(
+                "resource_limit" if slot.replace_reason == "resource_limit" else "service_crash",
+                "successor_spawn_failed",
+                slot.worker,
+                {"detail": event.detail, "replacing_for": slot.replace_reason},
+                outcome="failed",
+            )
+            return state.with_slot(replace(slot, replacing=False)), [failed]
+        return state, []  # an older process of this slot; its successor is already running
     if slot.state is WorkerState.STOPPING:
         if slot.restart_after_stop and not state.shutting_down:
             restarted = replace(
                 _pending_start(slot), restarts=slot.restarts + 1, restart_after_stop=False
             )
-            return Decision(
-                state.with_slot(restarted),
-                (StartWorker(slot.worker, reason="replacing a stopped worker"),),
-            )
-        return Decision(state.with_slot(replace(slot, state=WorkerState.STOPPED, pid=None)))
+            return state.with_slot(restarted), [
+                StartWorker(slot.worker, "replacing a stopped worker")
+            ]
+        return state.with_slot(replace(slot, state=WorkerState.STOPPED, pid=None)), []
     if state.shutting_down:
-        return Decision(state.with_slot(replace(slot, state=WorkerState.STOPPED, pid=None)))
-    delay = backoff_delay(slot.backoff_level, cfg.restart)
-    report = Report(
-        issue="service_crash",
-        detection="worker_exit",
-        worker=slot.worker,
-        details={
-            "pid": event.pid,
-            "returncode": event.returncode,
-            "state_before": slot.state.value,
-            "restart_in_s": delay,
-            **({"detail": event.detail} if event.detail else {}),
-        },
-    )
+        return state.with_slot(replace(slot, state=WorkerState.STOPPED, pid=None)), []
+    return _crashed(state, slot, event, now, cfg)
+
+
+def _crashed(
+    state: SupervisorState, slot: WorkerSlot, event: WorkerExited, now: float, cfg: PolicyConfig
+) -> Result:
+    state, actions = _count_restart(state, now, cfg)
+    delay = 0.0 if slot.successor_pid or slot.replacing else _restart_delay(slot, state, cfg)
+    details: dict[str, object] = {
+        "pid": event.pid,
+        "returncode": event.returncode,
+        "state_before": slot.state.value,
+        "restart_in_s": round(delay, 3),
+    }
+    if event.detail:
+        details["detail"] = event.detail
+    detection = "worker_exit" if event.pid is not None else "spawn_failed"
+    actions.insert(0, Report("service_crash", detection, slot.worker, details))
     crashed = replace(
-        slot,
+        _open_incident(slot, "service_crash", now),
         pid=None,
         restarts=slot.restarts + 1,
         backoff_level=slot.backoff_level + 1,
         probe_failures=0,
         ready_at=None,
+        over_limit_since=None,
     )
-    if delay == 0:
-        return Decision(
-            state.with_slot(_pending_start(crashed)),
-            (report, StartWorker(slot.worker, reason="restart after crash")),
+    if slot.successor_pid is not None:  # the successor, already starting, takes over the slot
+        crashed = replace(
+            crashed,
+            state=WorkerState.STARTING,
+            pid=slot.successor_pid,
+            started_at=slot.successor_started_at,
+            successor_pid=None,
+            successor_started_at=None,
+            replacing=False,
         )
+        return state.with_slot(crashed), actions
+    if slot.replacing:  # a surge start is in flight: it becomes the slot's worker when it lands
+        return state.with_slot(replace(_pending_start(crashed), replacing=False)), actions
+    if delay == 0:
+        actions.append(StartWorker(slot.worker, reason="restart after crash"))
+        return state.with_slot(_pending_start(crashed)), actions
     waiting = replace(crashed, state=WorkerState.BACKOFF, retry_at=now + delay)
-    return Decision(state.with_slot(waiting), (report,))
+    return state.with_slot(waiting), actions
 
 
-def _start_timed_out(state: SupervisorState, event: WorkerStartTimedOut) -> Decision:
+def _successor_exited(
+    state: SupervisorState, slot: WorkerSlot, event: WorkerExited, now: float, cfg: PolicyConfig
+) -> Result:
+    slot = replace(slot, successor_pid=None, successor_started_at=None, replacing=False)
+    if state.shutting_down:
+        return state.with_slot(slot), []
+    state, actions = _count_restart(state, now, cfg)
+    issue = "resource_limit" if slot.replace_reason == "resource_limit" else "service_crash"
+    failed = Report(
+        issue,
+        "successor_exited",
+        slot.worker,
+        {"pid": event.pid, "returncode": event.returncode, "replacing_for": slot.replace_reason},
+        outcome="failed",
+    )
+    return state.with_slot(slot), [failed, *actions]
+
+
+def _start_timed_out(
+    state: SupervisorState, event: WorkerStartTimedOut, now: float, cfg: PolicyConfig
+) -> Result:
     slot = state.slot(event.worker)
     if slot.pid != event.pid or slot.state is not WorkerState.STARTING:
-        return Decision(state)
-    report = Report(
-        issue="service_hang",
-        detection="start_timeout",
-        worker=slot.worker,
-        details={"pid": slot.pid},
-    )
+        return state, []
+    state, actions = _count_restart(state, now, cfg)
+    report = Report("service_hang", "start_timeout", slot.worker, {"pid": slot.pid})
     stopping = replace(
-        slot,
+        _open_incident(slot, "service_hang", now),
         state=WorkerState.STOPPING,
         restart_after_stop=True,
         backoff_level=slot.backoff_level + 1,
     )
-    return Decision(
-        state.with_slot(stopping),
-        (report, StopWorker(slot.worker, event.pid, reason="not ready in time")),
-    )
+    stop = StopWorker(slot.worker, event.pid, reason="not ready in time")
+    return state.with_slot(stopping), [report, stop, *actions]
 
 
-def _probed(state: SupervisorState, event: ProbeResult, cfg: PolicyConfig) -> Decision:
+def _probed(state: SupervisorState, event: ProbeResult, now: float, cfg: PolicyConfig) -> Result:
     slot = state.slot(event.worker)
     if slot.pid != event.pid or slot.state is not WorkerState.READY:
-        return Decision(state)
+        return state, []
     if event.ok:
-        return Decision(state.with_slot(replace(slot, probe_failures=0)))
+        return state.with_slot(replace(slot, probe_failures=0)), []
     failures = slot.probe_failures + 1
     if failures < cfg.probe.failure_threshold:
-        return Decision(state.with_slot(replace(slot, probe_failures=failures)))
+        return state.with_slot(replace(slot, probe_failures=failures)), []
+    state, actions = _count_restart(state, now, cfg)
     report = Report(
-        issue="service_hang",
-        detection="liveness_probe_failed",
-        worker=slot.worker,
-        details={"pid": slot.pid, "consecutive_failures": failures, "last_error": event.detail},
+        "service_hang",
+        "liveness_probe_failed",
+        slot.worker,
+        {"pid": slot.pid, "consecutive_failures": failures, "last_error": event.detail},
     )
     stopping = replace(
-        slot, state=WorkerState.STOPPING, probe_failures=failures, restart_after_stop=True
+        _open_incident(slot, "service_hang", now),
+        state=WorkerState.STOPPING,
+        probe_failures=failures,
+        restart_after_stop=True,
     )
-    return Decision(
-        state.with_slot(stopping),
-        (report, StopWorker(slot.worker, event.pid, reason="liveness probe failed")),
+    stop = StopWorker(slot.worker, event.pid, reason="liveness probe failed")
+    return state.with_slot(stopping), [report, stop, *actions]
+
+
+def _sampled(
+    state: SupervisorState, event: ResourceSample, now: float, cfg: PolicyConfig
+) -> Result:
+    slot = state.slot(event.worker)
+    if (
+        state.shutting_down
+        or slot.pid != event.pid
+        or slot.state is not WorkerState.READY
+        or slot.replacing
+    ):
+        return state, []
+    limits = cfg.resources
+    over: list[str] = []
+    if limits.max_rss_mb and event.rss_mb > limits.max_rss_mb:
+        over.append("rss_over_limit")
+    if limits.max_cpu_percent and event.cpu_percent > limits.max_cpu_percent:
+        over.append("cpu_over_limit")
+    if not over:
+        return state.with_slot(replace(slot, over_limit_since=None)), []
+    since = slot.over_limit_since if slot.over_limit_since is not None else now
+    slot = replace(slot, over_limit_since=since)
+    if now - since < limits.sustained_s:
+        return state.with_slot(slot), []
+    report = Report(
+        "resource_limit",
+        over[0],
+        slot.worker,
+        {
+            "pid": slot.pid,
+            "rss_mb": round(event.rss_mb, 1),
+            "max_rss_mb": limits.max_rss_mb,
+            "cpu_percent": round(event.cpu_percent, 1),
+            "max_cpu_percent": limits.max_cpu_percent,
+            "sustained_s": round(now - since, 1),
+        },
     )
+    slot, start = _surge(_open_incident(slot, "resource_limit", now), "resource_limit")
+    return state.with_slot(slot), [report, start]
+
+
+def _model_changed(state: SupervisorState, event: ModelChanged) -> Result:
+    rolled = event.serving != state.serving
+    new = replace(state, serving=event.serving, last_good=event.last_good, confirming=False)
+    if not rolled:
+        return new, []
+    # The workers that run the old model are replaced; slots waiting in backoff are retried now.
+    return _restart_all(new, f"serve {event.serving}")

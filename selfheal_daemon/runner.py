@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import queue
+import socket
 
 from loguru import logger
 
+from selfheal_daemon.adapters.adoption import find_leftovers
 from selfheal_daemon.adapters.probe import HealthProbe
 from selfheal_daemon.adapters.process import (
-    ProcessControl,
-    WorkerSpec,
     bind_listener,
     claim_daemon_pidfile,
-    cleanup_stale_workers,
     release_daemon_pidfile,
+    set_child_subreaper,
 )
+from selfheal_daemon.adapters.systemd import SystemdNotifier
+from selfheal_daemon.adapters.template import TemplateSpec
+from selfheal_daemon.adapters.workers import WorkerPool
 from selfheal_daemon.bootstrap import ensure_model
 from selfheal_daemon.clock import SystemClock
 from selfheal_daemon.config import Config
-from selfheal_daemon.daemon import Daemon
+from selfheal_daemon.daemon import Daemon, Item
 from selfheal_daemon.registry import ModelRegistry
 
 
@@ -27,27 +31,47 @@ def run_daemon(cfg: Config) -> None:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir.mkdir(mode=0o700, exist_ok=True)
     claim_daemon_pidfile(cfg.run_dir)
+    notifier = SystemdNotifier.from_environ()
     try:
-        stale = cleanup_stale_workers(cfg.run_dir, cfg.service.stop_grace_s)
-        if stale:
-            logger.warning(
-                "stopped {} worker(s) a previous daemon left running: {}", len(stale), stale
-            )
+        set_child_subreaper()
         registry = ModelRegistry(cfg.registry_dir)
         version = ensure_model(cfg, registry, progress=lambda msg: logger.info("training: {}", msg))
-        listener = bind_listener(cfg.service.host, cfg.service.port, cfg.service.backlog)
+        probe = HealthProbe(cfg.probe.timeout_s)
+        leftovers = find_leftovers(
+            cfg.run_dir,
+            port=cfg.service.port,
+            version=version,
+            slots=cfg.service.workers,
+            grace_s=cfg.service.stop_grace_s,
+            answers_ready=lambda uds: probe.check(uds, "/ready").ok,
+        )
+        listener: socket.socket = leftovers.listener or bind_listener(
+            cfg.service.host, cfg.service.port, cfg.service.backlog
+        )
         with contextlib.closing(listener):
-            spec = WorkerSpec(
+            events: queue.SimpleQueue[Item] = queue.SimpleQueue()
+            spec = TemplateSpec(
                 registry_dir=cfg.registry_dir,
-                run_dir=cfg.run_dir,
                 listen_fd=listener.fileno(),
                 max_batch_rows=cfg.service.max_batch_rows,
                 max_body_bytes=cfg.service.max_body_bytes,
                 log_level=cfg.logging.level,
             )
+            pool = WorkerPool(cfg.run_dir, spec, cfg.service.port, version, events.put)
+            adopted = [pool.adopt(record, pidfd) for record, pidfd in leftovers.adopt]
+            if leftovers.listener is not None:
+                logger.info("took over the service socket of the previous daemon's workers")
             daemon = Daemon(
-                cfg, SystemClock(), ProcessControl(spec), HealthProbe(cfg.probe.timeout_s), version
+                cfg,
+                clock=SystemClock(),
+                pool=pool,
+                probe=probe,
+                registry=registry,
+                notifier=notifier,
+                events=events,
+                adopted=adopted,
             )
             daemon.run()
     finally:
+        notifier.close()
         release_daemon_pidfile(cfg.run_dir)

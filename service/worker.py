@@ -1,84 +1,66 @@
-"""Entry point of one service worker process, started by the daemon: ``python -m service.worker``.
+"""A service worker started cold: ``python -m service.worker``.
 
-The worker serves on two sockets: the shared TCP listener it inherits from the daemon (``--fd``)
-and a private unix socket (``--uds``, mode 0600) on which the daemon probes this process alone. It
-loads the model version it is told to (checksum-verified, smoke-tested) *before* it accepts a
-connection, so it never answers 503 on the shared socket. Exit codes: 0 after a clean stop, 3 when
-the model cannot be loaded, 2 for bad arguments.
+The daemon normally forks workers from the warm template (``service.template``); this entry point
+starts one from scratch, which is what the template avoids paying on every restart, and is kept for
+the cold-start benchmark and for running a worker by hand. The worker serves on the shared TCP
+listener it inherits (``--fd``) and on a private unix socket (``--uds``, mode 0600) on which the
+daemon probes it alone. It loads the model version it is told to (checksum-verified, smoke-tested)
+before it accepts a connection. Exit codes: 0 after a clean stop, 3 when the model cannot be
+loaded, 2 for bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 from pathlib import Path
 
-import uvicorn
-
 from selfheal_daemon.registry import ModelRegistry
-from service.app import create_app
 from service.model_store import ModelStore
+from service.serve import serve
 from service.settings import ServiceSettings
 
 EXIT_MODEL_LOAD_FAILED = 3
 
 
-def bind_private_socket(path: Path) -> socket.socket:
-    """Listen on a unix socket at ``path`` that only this user can connect to."""
-    path.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)  # created 0600: no window in which others could connect
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
-    sock.listen(128)
-    return sock
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments a cold worker and the template share."""
     parser.add_argument("--fd", type=int, required=True, help="inherited listening TCP socket")
-    parser.add_argument("--uds", type=Path, required=True, help="private unix socket path")
     parser.add_argument("--registry", type=Path, required=True, help="model registry directory")
     parser.add_argument("--version", required=True, help="model version to serve, e.g. v3")
-    parser.add_argument("--worker-id", type=int, default=0)
     parser.add_argument("--max-batch-rows", type=int, default=1000)
     parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
     parser.add_argument("--log-level", default="INFO")
-    return parser.parse_args(argv)
+
+
+def load_store(registry: Path, version: str, who: str) -> ModelStore | None:
+    """Load and smoke-test ``version``; None (after saying why on stderr) if it cannot be served."""
+    store = ModelStore()
+    try:
+        store.load(ModelRegistry(registry), version)
+    except Exception as exc:  # any failure to load (checksum, unpickling, smoke test) is exit 3
+        print(f"{who}: cannot load model {version}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    return store
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
+    add_common_arguments(parser)
+    parser.add_argument("--uds", type=Path, required=True, help="private unix socket path")
+    parser.add_argument("--worker-id", type=int, default=0)
+    args = parser.parse_args(argv)
     shared = socket.socket(fileno=args.fd)
-    store = ModelStore()
-    try:
-        store.load(ModelRegistry(args.registry), args.version)
-    except Exception as exc:  # any failure to load (checksum, unpickling, smoke test) is exit 3
-        print(
-            f"worker {args.worker_id}: cannot load model {args.version}: "
-            f"{type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+    store = load_store(args.registry, args.version, f"worker {args.worker_id}")
+    if store is None:
         return EXIT_MODEL_LOAD_FAILED
-    private = bind_private_socket(args.uds)
     settings = ServiceSettings(
         max_batch_rows=args.max_batch_rows,
         max_body_bytes=args.max_body_bytes,
         worker_id=args.worker_id,
     )
-    app = create_app(settings, store)
-    config = uvicorn.Config(
-        app,
-        log_level=args.log_level.lower() if args.log_level != "SUCCESS" else "info",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run(sockets=[shared, private])
+    serve(shared, args.uds, store, settings, args.log_level)
     return 0
 
 

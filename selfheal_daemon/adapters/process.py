@@ -1,36 +1,37 @@
-"""Service worker processes: the shared listening socket, spawning, stopping, reaping, pid files.
+"""Operating-system plumbing for supervision: the shared listener, pidfds, pid files.
 
-The daemon binds the service's TCP socket once and every worker inherits it (``pass_fds``), so a
-worker that dies never closes the port: connections wait in the kernel's backlog while another
-worker, or the replacement, accepts them. Each worker also listens on a private unix socket
-``run/worker-<n>.sock`` so the daemon can probe that one process.
+The daemon binds the service's TCP socket once and every worker inherits it, so a worker that dies
+never closes the port: connections wait in the kernel's backlog while another worker, or the
+replacement, accepts them.
 
-Workers run in their own process group, so a Ctrl-C at the terminal reaches only the daemon, which
-then stops them in order. ``subprocess.Popen`` keeps each child unreaped until we ``poll()`` it, so
-a signal sent through it can never hit a recycled pid.
+Processes are tracked through pidfds (Linux 5.3+): a pidfd becomes readable the moment its process
+exits, signals sent through it can never reach a recycled pid, and ``waitid(P_PIDFD)`` collects
+the exit status when the process is our child. The daemon is a child subreaper, so workers forked
+by the template (grandchildren) are re-parented to it and count as its children.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import os
-import signal
+import selectors
 import socket
-import subprocess
-import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-from loguru import logger
 
 from selfheal_daemon.adapters.files import atomic_write_json
 from selfheal_daemon.errors import ServiceStartError
 
-_UDS_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+UDS_MAX = 107  # sun_path is 108 bytes including the terminating NUL
+_PR_SET_CHILD_SUBREAPER = 36
+_SYS_PIDFD_GETFD = 438  # the same number on every architecture Linux supports
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def bind_listener(host: str, port: int, backlog: int) -> socket.socket:
@@ -52,153 +53,88 @@ def bind_listener(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What every worker process is started with."""
-
-    registry_dir: Path
-    run_dir: Path
-    listen_fd: int
-    max_batch_rows: int
-    max_body_bytes: int
-    log_level: str
-
-    def uds_path(self, worker: int) -> Path:
-        return self.run_dir / f"worker-{worker}.sock"
+def set_child_subreaper() -> None:
+    """Make orphaned descendants (workers forked by the template) children of this process."""
+    if _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
-@dataclass
-class WorkerProcess:
-    """One running worker: its slot, its process and its private socket."""
-
-    worker: int
-    version: str
-    popen: subprocess.Popen[bytes]
-    uds: Path
-    create_time: float
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """Duplicate file descriptor ``target_fd`` of the process behind ``pidfd`` into this one."""
+    fd = int(_libc.syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pidfd_getfd: {os.strerror(err)}")
+    os.set_inheritable(fd, False)
+    return fd
 
 
-class ProcessControl:
-    """Spawns, signals and reaps worker processes; records them in ``run/workers.json``."""
+def exit_status(pidfd: int) -> int | None:
+    """Reap the exited child behind ``pidfd``: its exit code, minus the signal that killed it, or
+    None when it is not our child (an adopted worker) and so cannot be reaped by us."""
+    try:
+        result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if result is None:
+        return None
+    if result.si_code == os.CLD_EXITED:
+        return int(result.si_status)
+    return -int(result.si_status)
 
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.spec = spec
-        self._procs: dict[int, WorkerProcess] = {}  # pid -> process, until reaped
+
+class ExitWatcher:
+    """One thread that waits on many pidfds and reports each exit the moment it happens.
+
+    ``watch(pidfd, key)`` adds a process; when it exits, ``on_exit(key, returncode)`` is called on
+    the watcher's thread (returncode as ``exit_status``). The pidfd itself stays open: its owner
+    closes it, so a signal sent through it after the exit fails instead of reaching a new process.
+    """
+
+    def __init__(self, on_exit: Callable[[object, int | None], None]) -> None:
+        self._on_exit = on_exit
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
+        self._pending: list[tuple[int, object]] = []
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="exit-watcher", daemon=True)
+        self._thread.start()
 
-    def spawn(self, worker: int, version: str) -> WorkerProcess:
-        """Start a worker serving ``version``; raises OSError if the process cannot be created."""
-        uds = self.spec.uds_path(worker)
-        if len(os.fsencode(uds)) > _UDS_MAX:
-            raise ServiceStartError(
-                f"unix socket path {uds} is longer than {_UDS_MAX} bytes: use a shorter state_dir"
-            )
-        argv = [
-            sys.executable,
-            "-m",
-            "service.worker",
-            "--fd",
-            str(self.spec.listen_fd),
-            "--uds",
-            str(uds),
-            "--registry",
-            str(self.spec.registry_dir),
-            "--version",
-            version,
-            "--worker-id",
-            str(worker),
-            "--max-batch-rows",
-            str(self.spec.max_batch_rows),
-            "--max-body-bytes",
-            str(self.spec.max_body_bytes),
-            "--log-level",
-            self.spec.log_level,
-        ]
-        env = dict(os.environ)
-        # Two cores, several workers: one OpenMP thread each avoids oversubscribing the machine.
-        env.setdefault("OMP_NUM_THREADS", "1")
-        popen = subprocess.Popen(
-            argv,
-            pass_fds=(self.spec.listen_fd,),
-            process_group=0,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        try:
-            create_time = psutil.Process(popen.pid).create_time()
-        except psutil.Error:
-            create_time = 0.0  # it already died; the reaper reports it
-        proc = WorkerProcess(worker, version, popen, uds, create_time)
+    def watch(self, pidfd: int, key: object) -> None:
         with self._lock:
-            self._procs[popen.pid] = proc
-            self._write_pidfile()
-        return proc
+            self._pending.append((pidfd, key))
+        self._wake()
 
-    def stop(self, pid: int, grace_s: float) -> None:
-        """Send TERM now and KILL after ``grace_s`` if the same process is still unreaped."""
-        with self._lock:
-            proc = self._procs.get(pid)
-        if proc is None:
-            return
-        _signal(proc.popen, signal.SIGTERM)
-        timer = threading.Timer(grace_s, self._kill_if_alive, args=(proc,))
-        timer.daemon = True
-        timer.start()
+    def close(self) -> None:
+        self._stopped = True
+        self._wake()
+        self._thread.join(timeout=5)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
-    def _kill_if_alive(self, proc: WorkerProcess) -> None:
-        with self._lock:
-            still_ours = self._procs.get(proc.pid) is proc
-        if still_ours and proc.popen.poll() is None:
-            logger.warning("worker {} (pid {}) ignored TERM; sending KILL", proc.worker, proc.pid)
-            _signal(proc.popen, signal.SIGKILL)
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"x")
 
-    def reap(self) -> list[tuple[WorkerProcess, int]]:
-        """Collect every worker that has exited: (process, returncode). Never blocks."""
-        exited = []
-        with self._lock:
-            for pid, proc in list(self._procs.items()):
-                code = proc.popen.poll()
-                if code is not None:
-                    exited.append((proc, code))
-                    del self._procs[pid]
-                    with contextlib.suppress(FileNotFoundError):
-                        if not self._uds_in_use(proc.uds):
-                            proc.uds.unlink()
-            if exited:
-                self._write_pidfile()
-        return exited
-
-    def alive(self) -> list[WorkerProcess]:
-        with self._lock:
-            return list(self._procs.values())
-
-    def kill_all(self) -> None:
-        """Last resort at exit: KILL anything still running and reap it."""
-        for proc in self.alive():
-            if proc.popen.poll() is None:
-                _signal(proc.popen, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.popen.wait(timeout=5)
-        self.reap()
-
-    def _uds_in_use(self, path: Path) -> bool:
-        return any(p.uds == path for p in self._procs.values())
-
-    def _write_pidfile(self) -> None:
-        records = [
-            {"worker": p.worker, "pid": p.pid, "create_time": p.create_time, "version": p.version}
-            for p in self._procs.values()
-        ]
-        atomic_write_json(self.spec.run_dir / "workers.json", records)
-
-
-def _signal(popen: subprocess.Popen[bytes], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        popen.send_signal(sig)
+    def _run(self) -> None:
+        while not self._stopped:
+            for key, _mask in self._selector.select():
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    continue
+                pidfd, owner = key.fd, key.data
+                self._selector.unregister(pidfd)
+                self._on_exit(owner, exit_status(pidfd))
+            with self._lock:
+                pending, self._pending = self._pending, []
+            for pidfd, owner in pending:
+                self._selector.register(pidfd, selectors.EVENT_READ, owner)
 
 
 # ----- pid files and leftovers of a previous daemon --------------------------------------------
@@ -231,31 +167,3 @@ def claim_daemon_pidfile(run_dir: Path) -> None:
 def release_daemon_pidfile(run_dir: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (run_dir / "daemon.pid").unlink()
-
-
-def cleanup_stale_workers(run_dir: Path, grace_s: float) -> list[int]:
-    """Stop workers a previous daemon left behind (matched by pid *and* create time).
-
-    Returns the pids stopped. A pid that now belongs to some other process is left alone.
-    """
-    path = run_dir / "workers.json"
-    try:
-        records = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return []
-    stale = []
-    for record in records if isinstance(records, list) else []:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            proc = _same_process(int(record["pid"]), float(record["create_time"]))
-            if proc is not None:
-                stale.append(proc)
-    for proc in stale:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _gone, still = psutil.wait_procs(stale, timeout=grace_s)
-    for proc in still:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(still, timeout=grace_s)
-    path.unlink(missing_ok=True)
-    return [p.pid for p in stale]

@@ -90,7 +90,7 @@ def test_hung_worker_is_killed_and_replaced(start_daemon: Any) -> None:
             os.kill(victim, signal.SIGKILL)
     out = daemon.output()
     assert "service_hang detected (liveness_probe_failed)" in out
-    assert "ignored TERM; sending KILL" in out
+    assert "ignored TERM; sent KILL" in out
     assert daemon.stop() == 0
     assert daemon.survivors() == []
 

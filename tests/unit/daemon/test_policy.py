@@ -7,22 +7,24 @@ from dataclasses import replace
 import pytest
 
 from selfheal_daemon.config import ProbeConfig, RestartConfig
-from selfheal_daemon.policy import (
-    Decision,
+from selfheal_daemon.events import (
     Event,
-    PolicyConfig,
     ProbeResult,
     Report,
     ShutdownRequested,
     StartRequested,
     StartWorker,
     StopWorker,
-    SupervisorState,
     Tick,
     WorkerExited,
     WorkerReady,
     WorkerSpawned,
     WorkerStartTimedOut,
+)
+from selfheal_daemon.policy import (
+    Decision,
+    PolicyConfig,
+    SupervisorState,
     backoff_delay,
     decide,
 )
@@ -30,9 +32,12 @@ from selfheal_daemon.states import WorkerState
 from tests.fakes import FakeClock
 
 CFG = PolicyConfig(
-    restart=RestartConfig(backoff_initial_s=0.5, backoff_max_s=4.0, stable_after_s=30.0),
+    restart=RestartConfig(
+        backoff_initial_s=0.5, backoff_max_s=4.0, stable_after_s=30.0, budget=100, jitter=0.2
+    ),
     probe=ProbeConfig(interval_s=1.0, timeout_s=0.5, failure_threshold=3),
     start_timeout_s=10.0,
+    uniform=lambda: 0.0,  # no jitter unless a test asks for it
 )
 
 
@@ -66,7 +71,12 @@ class Driver:
 
 
 def kinds(decision: Decision) -> list[str]:
-    return [type(a).__name__ for a in decision.actions]
+    """Action type names, leaving out incident-resolved reports (tested on their own)."""
+    return [
+        type(a).__name__
+        for a in decision.actions
+        if not (isinstance(a, Report) and a.outcome == "resolved")
+    ]
 
 
 def test_start_requests_one_worker_per_slot() -> None:

@@ -14,7 +14,6 @@ import pytest
 from selfheal_daemon.adapters.process import (
     bind_listener,
     claim_daemon_pidfile,
-    cleanup_stale_workers,
     release_daemon_pidfile,
 )
 from selfheal_daemon.errors import ServiceStartError
@@ -54,35 +53,6 @@ def test_port_in_use_is_a_clear_error() -> None:
             bind_listener("127.0.0.1", port, 16)
     finally:
         first.close()
-
-
-def test_stale_worker_with_matching_create_time_is_stopped(
-    tmp_path: Path, sleeper: subprocess.Popen[bytes]
-) -> None:
-    """A worker recorded by a dead daemon (same pid and create time) is terminated at start."""
-    record = {
-        "worker": 0,
-        "pid": sleeper.pid,
-        "create_time": psutil.Process(sleeper.pid).create_time(),
-    }
-    (tmp_path / "workers.json").write_text(json.dumps([record]))
-    assert cleanup_stale_workers(tmp_path, grace_s=5) == [sleeper.pid]
-    assert sleeper.wait(timeout=5) is not None
-    assert not (tmp_path / "workers.json").exists()
-
-
-def test_recycled_pid_is_left_alone(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
-    """A pid whose create time differs belongs to someone else now and is never signalled."""
-    record = {"worker": 0, "pid": sleeper.pid, "create_time": 12345.0}
-    (tmp_path / "workers.json").write_text(json.dumps([record]))
-    assert cleanup_stale_workers(tmp_path, grace_s=1) == []
-    assert sleeper.poll() is None
-
-
-def test_garbage_pid_file_is_ignored(tmp_path: Path) -> None:
-    """An unreadable workers.json does not stop the daemon from starting."""
-    (tmp_path / "workers.json").write_text("{not json")
-    assert cleanup_stale_workers(tmp_path, grace_s=1) == []
 
 
 def test_second_daemon_on_same_state_dir_is_refused(

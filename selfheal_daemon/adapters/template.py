@@ -1,0 +1,144 @@
+"""The daemon's side of the warm template process (``service.template``).
+
+``TemplateProcess.start(version)`` launches the template with the shared listener and one end of a
+``SOCK_SEQPACKET`` pair; a reader thread turns its messages into calls of ``on_message(dict)``
+(``ready``, ``forked``, ``fork_failed``) and, when the template is gone, ``on_message({"event":
+"exited", "returncode": N})``. ``fork(worker, uds, seq)`` asks it for a worker; the answer arrives
+as a message. Closing our end of the pair makes the template exit; workers it forked live on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+MAX_MESSAGE = 65536
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """What the template (and so every worker) is started with."""
+
+    registry_dir: Path
+    listen_fd: int
+    max_batch_rows: int
+    max_body_bytes: int
+    log_level: str
+
+
+class TemplateProcess:
+    """One template process at a time; thread-safe ``fork`` requests."""
+
+    def __init__(self, spec: TemplateSpec, on_message: Callable[[dict[str, Any]], None]) -> None:
+        self.spec = spec
+        self._on_message = on_message
+        self._lock = threading.Lock()
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._ctrl: socket.socket | None = None
+        self.version: str | None = None
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._popen is not None
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._popen.pid if self._popen is not None else None
+
+    def start(self, version: str) -> None:
+        """Launch a template serving ``version`` (it says ``ready`` once the model is loaded)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        theirs.set_inheritable(True)
+        argv = [
+            sys.executable, "-m", "service.template",
+            "--fd", str(self.spec.listen_fd),
+            "--control-fd", str(theirs.fileno()),
+            "--registry", str(self.spec.registry_dir),
+            "--version", version,
+            "--max-batch-rows", str(self.spec.max_batch_rows),
+            "--max-body-bytes", str(self.spec.max_body_bytes),
+            "--log-level", self.spec.log_level,
+        ]  # fmt: skip
+        env = dict(os.environ)
+        # Fork safety and two cores: one OpenMP thread means no thread pool to inherit mid-lock.
+        env["OMP_NUM_THREADS"] = "1"
+        try:
+            popen = subprocess.Popen(
+                argv,
+                pass_fds=(self.spec.listen_fd, theirs.fileno()),
+                process_group=0,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        with self._lock:
+            self._popen, self._ctrl, self.version = popen, ours, version
+        threading.Thread(
+            target=self._read, args=(popen, ours), name="template-reader", daemon=True
+        ).start()
+        logger.info("started the worker template (pid {}, model {})", popen.pid, version)
+
+    def fork(self, worker: int, uds: Path, seq: int) -> None:
+        """Ask for a worker in slot ``worker``; raises OSError if the template is not there."""
+        with self._lock:
+            ctrl = self._ctrl
+        if ctrl is None:
+            raise OSError("the worker template is not running")
+        message = {"op": "fork", "worker": worker, "uds": str(uds), "seq": seq}
+        ctrl.send(json.dumps(message).encode())
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Close the control socket (the template exits on its own), then make sure it did."""
+        with self._lock:
+            popen, ctrl = self._popen, self._ctrl
+            self._ctrl = None
+        if ctrl is not None:
+            with contextlib.suppress(OSError):
+                ctrl.shutdown(socket.SHUT_RDWR)
+            ctrl.close()
+        if popen is not None:
+            try:
+                popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(timeout=timeout_s)
+
+    def _read(self, popen: subprocess.Popen[bytes], ctrl: socket.socket) -> None:
+        while True:
+            try:
+                data = ctrl.recv(MAX_MESSAGE)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            try:
+                message = json.loads(data)
+            except ValueError:
+                logger.error("unreadable message from the worker template: {!r}", data[:200])
+                continue
+            self._on_message(message)
+        try:
+            returncode = popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # it closed the socket but lingers: end it
+            popen.kill()
+            returncode = popen.wait(timeout=10)
+        with self._lock:
+            if self._popen is popen:
+                self._popen, self._ctrl = None, None
+        with contextlib.suppress(OSError):
+            ctrl.close()
+        self._on_message({"event": "exited", "returncode": returncode, "pid": popen.pid})

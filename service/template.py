@@ -1,0 +1,150 @@
+"""The warm template: imports the stack and loads the model once, then forks workers on request.
+
+A cold worker spends about two seconds importing uvicorn, FastAPI and scikit-learn before it can
+answer; a worker forked from this process starts with all of that done and the model loaded and
+smoke-tested, and answers within tens of milliseconds (gunicorn's preload, Android's zygote).
+
+The daemon starts it with ``python -m service.template`` and talks to it over an inherited
+``SOCK_SEQPACKET`` socket (``--control-fd``), one JSON object per message::
+
+    template -> daemon  {"event": "ready", "pid": 123, "version": "v3"}
+    daemon -> template  {"op": "fork", "worker": 0, "uds": "/.../worker-0-7.sock", "seq": 7}
+    template -> daemon  {"event": "forked", "worker": 0, "pid": 456, "seq": 7, "version": "v3"}
+                        {"event": "fork_failed", "worker": 0, "seq": 7, "error": "..."}
+
+Each worker is forked twice (template -> short-lived intermediate -> worker), so the worker is
+re-parented to the daemon, which is a child subreaper: the daemon is then the worker's parent,
+sees its exit at once and collects its exit status. The template is single-threaded when it forks
+(one OpenMP thread, set by the daemon), so no lock can be inherited in a held state. In the child,
+the random generators are re-seeded and the control socket is closed. When the daemon goes away
+(end of file on the control socket) the template exits; the workers keep serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from service.model_store import ModelStore
+from service.serve import serve
+from service.settings import ServiceSettings
+from service.worker import EXIT_MODEL_LOAD_FAILED, add_common_arguments, load_store
+
+MAX_MESSAGE = 65536
+
+
+def _send(ctrl: socket.socket, message: dict[str, Any]) -> None:
+    ctrl.send(json.dumps(message).encode())
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What every worker forked from this template shares."""
+
+    shared: socket.socket
+    store: ModelStore
+    log_level: str
+    max_batch_rows: int
+    max_body_bytes: int
+
+    def settings(self, worker: int) -> ServiceSettings:
+        return ServiceSettings(
+            max_batch_rows=self.max_batch_rows,
+            max_body_bytes=self.max_body_bytes,
+            worker_id=worker,
+        )
+
+
+def _become_worker(ctrl: socket.socket, plan: WorkerPlan, worker: int, uds: Path) -> NoReturn:
+    """Run as a worker in the forked child; never returns, never runs the template's cleanup."""
+    code = 1
+    try:
+        ctrl.close()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        random.seed()  # a fork copies the generators' state: give each worker its own
+        np.random.seed()
+        serve(plan.shared, uds, plan.store, plan.settings(worker), plan.log_level)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def fork_worker(ctrl: socket.socket, plan: WorkerPlan, worker: int, uds: Path) -> int:
+    """Double-fork a worker and return its pid; the intermediate is reaped before returning."""
+    read_end, write_end = os.pipe()
+    intermediate = os.fork()
+    if intermediate == 0:  # the intermediate: fork the worker, report its pid, vanish
+        code = 1
+        try:
+            os.close(read_end)
+            child = os.fork()
+            if child == 0:
+                os.close(write_end)
+                _become_worker(ctrl, plan, worker, uds)
+            os.write(write_end, str(child).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            reported = pipe.read()
+    finally:
+        os.waitpid(intermediate, 0)
+    if not reported:
+        raise OSError("the intermediate process died before reporting the worker's pid")
+    return int(reported)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.template", description=__doc__)
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--control-fd", type=int, required=True, help="SOCK_SEQPACKET to the daemon"
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when we stop
+    ctrl = socket.socket(fileno=args.control_fd)
+    shared = socket.socket(fileno=args.fd)
+    store = load_store(args.registry, args.version, "template")
+    if store is None:
+        return EXIT_MODEL_LOAD_FAILED
+    plan = WorkerPlan(shared, store, args.log_level, args.max_batch_rows, args.max_body_bytes)
+    _send(ctrl, {"event": "ready", "pid": os.getpid(), "version": args.version})
+    while True:
+        data = ctrl.recv(MAX_MESSAGE)
+        if not data:
+            return 0  # the daemon is gone; our workers carry on without us
+        request = json.loads(data)
+        if request.get("op") != "fork":
+            continue
+        worker, seq = int(request["worker"]), request.get("seq")
+        try:
+            pid = fork_worker(ctrl, plan, worker, Path(request["uds"]))
+        except OSError as exc:
+            _send(ctrl, {"event": "fork_failed", "worker": worker, "seq": seq, "error": str(exc)})
+            continue
+        _send(
+            ctrl,
+            {"event": "forked", "worker": worker, "pid": pid, "seq": seq, "version": args.version},
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
