@@ -3,13 +3,18 @@
 Used both by a worker started cold (``python -m service.worker``) and by a worker forked from the
 warm template (``service.template``): the model is already loaded and smoke-tested when ``serve``
 is called, so the worker answers ``/ready`` as soon as uvicorn accepts.
+
+Drill hook: SIGUSR2 makes the worker allocate and keep ``LEAK_STEP_MB`` more memory, a real leak
+for ``selfheal drill leak`` and the fault tests. Only a process of the same user can send it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -26,6 +31,14 @@ _UVICORN_LEVELS = {
     "ERROR": "error",
     "CRITICAL": "critical",
 }
+
+
+LEAK_STEP_MB = 64
+_leaked: list[bytearray] = []
+
+
+def _leak(_signum: int, _frame: FrameType | None) -> None:
+    _leaked.append(bytearray(os.urandom(1024)) * (LEAK_STEP_MB * 1024))  # touched, so resident
 
 
 def bind_private_socket(path: Path) -> socket.socket:
@@ -50,6 +63,7 @@ def serve(
 ) -> None:
     """Serve until SIGTERM or SIGINT (uvicorn drains in-flight requests, then returns)."""
     private = bind_private_socket(uds)
+    signal.signal(signal.SIGUSR2, _leak)
     try:
         config = uvicorn.Config(
             create_app(settings, store),

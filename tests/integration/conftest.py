@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,9 +123,14 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
     """Start ``selfheal run`` (as often as a test needs); kill all it left, by pid, afterwards."""
     started: list[RunningDaemon] = []
 
-    def start(config_dir: Path | None = None, **sections: dict[str, Any]) -> RunningDaemon:
+    def start(
+        config_dir: Path | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        **sections: dict[str, Any],
+    ) -> RunningDaemon:
         directory = config_dir or tmp_path
-        port = free_port()
+        port = port or free_port()
         config = write_config(directory, port, **sections)
         log = directory / f"daemon-{len(started)}.log"
         with log.open("wb") as out:
@@ -132,7 +139,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
             )
         daemon = RunningDaemon(proc, directory / "state", port, log)
         started.append(daemon)
@@ -148,3 +155,58 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
         for pid in daemon.survivors():
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
+
+
+@dataclass
+class LoadResult:
+    """What a client polling /predict saw."""
+
+    sent: int = 0
+    ok: int = 0
+    refused: int = 0
+    failed: int = 0
+    longest_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class Poller:
+    """A client that POSTs /predict every ``interval_s`` until stopped, counting what it sees."""
+
+    def __init__(self, url: str, interval_s: float = 0.01) -> None:
+        self.url = url
+        self.interval_s = interval_s
+        self.result = LoadResult()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        timeout = httpx.Timeout(5.0, connect=1.0)
+        with httpx.Client(timeout=timeout) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                self.result.sent += 1
+                try:
+                    response = client.post(f"{self.url}/predict", json=ROW)
+                except httpx.ConnectError as exc:
+                    self.result.refused += 1
+                    self.result.errors.append(f"refused: {exc}")
+                except httpx.HTTPError as exc:
+                    self.result.failed += 1
+                    self.result.errors.append(f"{type(exc).__name__}: {exc}")
+                else:
+                    if response.status_code == 200:
+                        self.result.ok += 1
+                    else:
+                        self.result.failed += 1
+                        self.result.errors.append(f"HTTP {response.status_code}")
+                took = time.monotonic() - started
+                self.result.longest_s = max(self.result.longest_s, took)
+                self._stop.wait(self.interval_s)

@@ -44,13 +44,14 @@ CFG = PolicyConfig(
 class Driver:
     """Feeds events through ``decide`` and keeps the state, like the daemon loop does."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, cfg: PolicyConfig = CFG) -> None:
+        self.cfg = cfg
         self.clock = FakeClock()
         self.state = SupervisorState.initial(workers)
         self.next_pid = 100
 
     def feed(self, event: Event) -> Decision:
-        decision = decide(event, self.state, self.clock.monotonic(), CFG)
+        decision = decide(event, self.state, self.clock.monotonic(), self.cfg)
         self.state = decision.state
         return decision
 
