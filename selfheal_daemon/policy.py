@@ -7,7 +7,7 @@
   ``backoff_initial_s`` doubling up to ``backoff_max_s``, plus up to ``jitter`` of that at random;
   the streak is forgotten once the worker has been ready for ``stable_after_s``.
 - ``service_hang``: ``failure_threshold`` failed liveness probes in a row (or no ``/ready`` within
-  ``start_timeout_s``) stop the worker, TERM then KILL, and start a new one.
+  ``start_timeout_s``) stop the worker, TERM then KILL, and start a new one at once.
 - ``resource_limit``: memory or CPU over its limit in every sample for ``sustained_s`` starts a
   successor beside the worker; once the successor is ready the old one is stopped (it drains).
 - ``crash_loop``: more than ``budget`` restarts within ``window_s`` is escalated once; restarts
@@ -205,7 +205,7 @@ def _shutdown(state: SupervisorState, reason: str) -> Result:
             if pid is not None and slot.state is not WorkerState.STOPPING:
                 actions.append(StopWorker(slot.worker, pid, reason=reason))
         if slot.state in ALIVE_STATES:  # a start in flight (pid None) is stopped when it lands
-            stopping = replace(slot, state=WorkerState.STOPPING, restart_after_stop=False)
+            stopping = replace(slot, state=WorkerState.STOPPING)
             new = new.with_slot(stopping)
         else:
             new = new.with_slot(replace(slot, state=WorkerState.STOPPED, retry_at=None))
@@ -321,7 +321,7 @@ def _ready(state: SupervisorState, event: WorkerReady, now: float) -> Result:
     return state.with_slot(slot), actions + closing
 
 
-def _exited(  # noqa: PLR0911 - each early return is one distinct case of whose exit this is
+def _exited(
     state: SupervisorState, event: WorkerExited, now: float, cfg: PolicyConfig
 ) -> Result:
     slot = state.slot(event.worker)
@@ -338,16 +338,7 @@ def _exited(  # noqa: PLR0911 - each early return is one distinct case of whose 
             )
             return state.with_slot(replace(slot, replacing=False)), [failed]
         return state, []  # an older process of this slot; its successor is already running
-    if slot.state is WorkerState.STOPPING:
-        if slot.restart_after_stop and not state.shutting_down:
-            restarted = replace(
-                _pending_start(slot), restarts=slot.restarts + 1, restart_after_stop=False
-            )
-            return state.with_slot(restarted), [
-                StartWorker(slot.worker, "replacing a stopped worker")
-            ]
-        return state.with_slot(replace(slot, state=WorkerState.STOPPED, pid=None)), []
-    if state.shutting_down:
+    if slot.state is WorkerState.STOPPING or state.shutting_down:
         return state.with_slot(replace(slot, state=WorkerState.STOPPED, pid=None)), []
     return _crashed(state, slot, event, now, cfg)
 
@@ -420,16 +411,9 @@ def _start_timed_out(
     slot = state.slot(event.worker)
     if slot.pid != event.pid or slot.state is not WorkerState.STARTING:
         return state, []
-    state, actions = _count_restart(state, now, cfg)
-    report = Report("service_hang", "start_timeout", slot.worker, {"pid": slot.pid})
-    stopping = replace(
-        _open_incident(slot, "service_hang", now),
-        state=WorkerState.STOPPING,
-        restart_after_stop=True,
-        backoff_level=slot.backoff_level + 1,
+    return _replace_hung(
+        state, slot, now, cfg, pid=event.pid, detection="start_timeout", details={"pid": event.pid}
     )
-    stop = StopWorker(slot.worker, event.pid, reason="not ready in time")
-    return state.with_slot(stopping), [report, stop, *actions]
 
 
 def _probed(state: SupervisorState, event: ProbeResult, now: float, cfg: PolicyConfig) -> Result:
@@ -441,21 +425,41 @@ def _probed(state: SupervisorState, event: ProbeResult, now: float, cfg: PolicyC
     failures = slot.probe_failures + 1
     if failures < cfg.probe.failure_threshold:
         return state.with_slot(replace(slot, probe_failures=failures)), []
+    details = {"pid": slot.pid, "consecutive_failures": failures, "last_error": event.detail}
+    return _replace_hung(
+        state, slot, now, cfg, pid=event.pid, detection="liveness_probe_failed", details=details
+    )
+
+
+def _replace_hung(
+    state: SupervisorState,
+    slot: WorkerSlot,
+    now: float,
+    cfg: PolicyConfig,
+    *,
+    pid: int,
+    detection: str,
+    details: dict[str, object],
+) -> Result:
+    """Kill a hung worker (TERM, then KILL) and start its replacement now, not after it is gone:
+    it serves nothing, and the shared socket's backlog holds connections for the others."""
     state, actions = _count_restart(state, now, cfg)
-    report = Report(
-        "service_hang",
-        "liveness_probe_failed",
-        slot.worker,
-        {"pid": slot.pid, "consecutive_failures": failures, "last_error": event.detail},
-    )
-    stopping = replace(
+    actions[:0] = [
+        Report("service_hang", detection, slot.worker, details),
+        StopWorker(slot.worker, pid, reason=detection.replace("_", " ")),
+    ]
+    hung = replace(
         _open_incident(slot, "service_hang", now),
-        state=WorkerState.STOPPING,
-        probe_failures=failures,
-        restart_after_stop=True,
+        restarts=slot.restarts + 1,
+        backoff_level=slot.backoff_level + 1,
+        probe_failures=0,
     )
-    stop = StopWorker(slot.worker, event.pid, reason="liveness probe failed")
-    return state.with_slot(stopping), [report, stop, *actions]
+    if state.in_crash_loop:
+        retry_at = now + _restart_delay(hung, state, cfg)
+        waiting = replace(hung, state=WorkerState.BACKOFF, pid=None, retry_at=retry_at)
+        return state.with_slot(waiting), actions
+    actions.append(StartWorker(slot.worker, reason="replacing a hung worker"))
+    return state.with_slot(_pending_start(hung)), actions
 
 
 def _sampled(

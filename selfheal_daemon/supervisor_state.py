@@ -24,7 +24,6 @@ class WorkerSlot:
     started_at: float | None = None
     ready_at: float | None = None
     retry_at: float | None = None
-    restart_after_stop: bool = False
     over_limit_since: float | None = None
     replacing: bool = False  # a surge successor was asked for
     successor_pid: int | None = None

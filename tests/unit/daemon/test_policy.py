@@ -174,21 +174,20 @@ def test_probe_failures_below_threshold_do_not_stop(failures_before_ok: int) -> 
 
 
 def test_threshold_probe_failures_stop_and_replace_hung_worker() -> None:
-    """failure_threshold failures in a row: service_hang, stop the pid, then start a new one."""
+    """failure_threshold failures in a row: service_hang; stop the pid, start a new one at once."""
     d = Driver(workers=1)
     (pid,) = d.all_ready()
     d.feed(ProbeResult(0, pid, ok=False))
     d.feed(ProbeResult(0, pid, ok=False))
     decision = d.feed(ProbeResult(0, pid, ok=False, detail="timed out"))
-    assert kinds(decision) == ["Report", "StopWorker"]
-    report, stop = decision.actions
+    assert kinds(decision) == ["Report", "StopWorker", "StartWorker"]
+    report, stop, _start = decision.actions
     assert isinstance(report, Report)
     assert report.issue == "service_hang"
     assert isinstance(stop, StopWorker)
     assert stop.pid == pid
-    assert d.state.slot(0).state is WorkerState.STOPPING
-    after_exit = d.feed(WorkerExited(0, pid, -15))
-    assert kinds(after_exit) == ["StartWorker"]  # the hang was reported already; no crash report
+    assert d.state.slot(0).state is WorkerState.STARTING  # the replacement does not wait
+    assert d.feed(WorkerExited(0, pid, -9)).actions == ()  # the hung one's end is no new crash
     assert d.state.slot(0).restarts == 1
 
 
@@ -224,9 +223,9 @@ def test_start_timeout_stops_and_replaces_worker() -> None:
     assert d.feed(Tick()).actions == ()
     d.clock.advance(0.2)
     decision = d.feed(Tick())
-    assert kinds(decision) == ["Report", "StopWorker"]
+    assert kinds(decision) == ["Report", "StopWorker", "StartWorker"]
     assert decision.actions[0].detection == "start_timeout"  # type: ignore[union-attr]
-    assert kinds(d.feed(WorkerExited(0, pid, -15))) == ["StartWorker"]
+    assert d.feed(WorkerExited(0, pid, -15)).actions == ()
 
 
 def test_explicit_start_timeout_event_matches_tick_path() -> None:
@@ -234,7 +233,7 @@ def test_explicit_start_timeout_event_matches_tick_path() -> None:
     d = Driver(workers=1)
     d.feed(StartRequested())
     pid = d.spawn(0)
-    assert kinds(d.feed(WorkerStartTimedOut(0, pid))) == ["Report", "StopWorker"]
+    assert kinds(d.feed(WorkerStartTimedOut(0, pid))) == ["Report", "StopWorker", "StartWorker"]
 
 
 def test_spawn_failure_is_a_crash_with_backoff() -> None:
@@ -288,13 +287,14 @@ def test_worker_spawned_during_shutdown_is_stopped() -> None:
 
 
 def test_crash_while_stopping_for_hang_is_not_double_reported() -> None:
-    """A worker replaced for a hang that then exits is restarted once, with no crash report."""
+    """A hung worker that exits after its replacement was asked for starts nothing more."""
     d = Driver(workers=1)
     (pid,) = d.all_ready()
     for _ in range(3):
         d.feed(ProbeResult(0, pid, ok=False))
-    decision = d.feed(WorkerExited(0, pid, -9))
-    assert kinds(decision) == ["StartWorker"]
+    new = d.spawn(0)
+    assert d.feed(WorkerExited(0, pid, -9)).actions == ()
+    assert d.state.slot(0).pid == new
 
 
 def test_state_is_never_mutated_in_place() -> None:
