@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint bench-coldstart clean
+.PHONY: run test lint bench-coldstart bench-recovery clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(VENV)/.installed-test
 
 bench-coldstart: $(VENV)/.installed
 	$(BIN)/python bench/cold_start.py
+
+# Builds its own bench/.venv (with supervisord, never a project dependency); QUICK=1 for a short run.
+bench-recovery:
+	$(PYTHON) bench/recovery.py $(if $(QUICK),--quick) --json bench/out/recovery.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
