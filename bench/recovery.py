@@ -395,7 +395,7 @@ def kill_exact(pid: int, created: float, sig: int = signal.SIGKILL) -> float | N
     return killed_at
 
 
-def selfheal_cycle(
+def selfheal_cycle(  # noqa: PLR0917 - a benchmark's internal helper, called in one place
     run_dir: Path, slot: int, workers: int, url: str, daemon: Started, sig: int = signal.SIGKILL
 ) -> dict:
     """Kill (or, with SIGSTOP, hang) the slot's worker; time until workers.json lists a new pid
@@ -460,7 +460,7 @@ def worker_ready(private: httpx.Client, pid: int, deadline: float) -> bool:
         return False
 
 
-def run_selfheal(
+def run_selfheal(  # noqa: PLR0917 - a benchmark's internal helper, called in two places
     workers: int,
     cycles: int,
     state_dir: Path,
@@ -601,7 +601,7 @@ def supervisord_cycle(
         created = psutil.Process(old_pid).create_time()
     except psutil.Error:
         return {"old_pid": old_pid, "error": "the app exited before the kill"}
-    killed_at = kill_exact(old_pid, created, sig)
+    killed_at = kill_exact(old_pid, created)
     if killed_at is None:
         return {"old_pid": old_pid, "error": "the app exited before the kill"}
     record["old_pid"] = old_pid
@@ -856,7 +856,8 @@ def benchmark(args: argparse.Namespace) -> None:
     bound = probe.failure_threshold * probe.interval_s + probe.timeout_s
     print(
         f"hung worker: configured detection bound {bound:.1f} s (failure_threshold "
-        f"{probe.failure_threshold} x interval_s {probe.interval_s:g} + timeout_s {probe.timeout_s:g})"
+        f"{probe.failure_threshold} x interval_s {probe.interval_s:g} "
+        f"+ timeout_s {probe.timeout_s:g})"
     )
     print()
     for line in ratios(results):
