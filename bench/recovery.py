@@ -28,10 +28,11 @@ connect timeout 1 s, read timeout 5 s) and counts requests, refused connections
 request took to get an answer (or its error). Cycles are 1 s of steady state apart; a cycle that has
 not recovered 30 s after its kill is recorded as a failure and the run goes on.
 
-The daemon runs with ``restart.stable_after_s = 0.2`` (default 30): every kill then hits a worker
-that has been ready for longer than that, so each cycle measures the daemon's first-crash path
-(restart at once) rather than its exponential backoff for a crash loop; supervisord likewise
-restarts a RUNNING process at once. Everything else is the default configuration.
+The daemon runs with ``restart.stable_after_s = 0.2`` (default 30) and ``restart.budget = 1000``
+(default 5 per 60 s): every kill then hits a worker that has been ready for longer than that, so
+each cycle measures the daemon's first-crash path (restart at once) rather than its backoff and
+crash-loop policy, which 20 kills in half a minute would rightly trigger; supervisord likewise
+restarts a RUNNING process at once, with no budget. Everything else is the default configuration.
 
 The benchmark has its own venv, ``bench/.venv`` (``pip install -e .`` plus
 ``bench/requirements.txt``, i.e. supervisor): it is created on the first run, re-used (and
@@ -91,6 +92,7 @@ CYCLE_TIMEOUT_S = 30.0  # a cycle not recovered this long after its kill is a fa
 STEADY_S = 1.0  # steady state between cycles
 START_TIMEOUT_S = 120.0  # first start of a daemon or of supervisord's app
 STABLE_AFTER_S = 0.2  # the daemon's restart.stable_after_s; well below STEADY_S (see above)
+RESTART_BUDGET = 1000  # the daemon's restart.budget: 20 kills a minute is a crash loop otherwise
 DEFAULT_CYCLES = 20
 QUICK_CYCLES = 5
 FLOOR_RUNS = 5
@@ -354,6 +356,7 @@ def write_daemon_config(path: Path, state_dir: Path, port: int, workers: int) ->
         f"workers = {workers}\n"
         "[restart]\n"
         f"stable_after_s = {STABLE_AFTER_S}\n"
+        f"budget = {RESTART_BUDGET}\n"
     )
 
 
@@ -471,9 +474,10 @@ def run_selfheal(  # noqa: PLR0917 - a benchmark's internal helper, called in tw
     fault = "hang (SIGSTOP)" if sig == signal.SIGSTOP else "kill -9"
     name = f"selfheal {fault}, {workers} worker(s)"
     port = free_port()
-    config = workdir / f"selfheal-{workers}w.toml"
+    tag = f"{workers}w-{'hang' if sig == signal.SIGSTOP else 'kill'}"  # one log per scenario
+    config = workdir / f"selfheal-{tag}.toml"
     write_daemon_config(config, state_dir, port, workers)
-    log = workdir / f"selfheal-{workers}w.log"
+    log = workdir / f"selfheal-{tag}.log"
     url = f"http://{HOST}:{port}"
     run_dir = state_dir / "run"
     progress(f"{name}: starting `selfheal run` on {url} ...")

@@ -49,6 +49,7 @@ from selfheal_daemon.events import (
     StopWorker,
     Tick,
     WorkerAdopted,
+    WorkerExited,
     WorkerReady,
     WorkerSpawned,
 )
@@ -91,8 +92,9 @@ class Executor:
                 logger.info("starting a worker in slot {}: {}", action.worker, action.reason)
                 try:
                     self.pool.start(action.worker)
-                except SelfhealError as exc:
+                except (SelfhealError, OSError) as exc:  # a failed start is a crash to the policy
                     logger.error("cannot start worker {}: {}", action.worker, exc)
+                    self.post(WorkerExited(action.worker, None, None, detail=str(exc)))
             case StopWorker():
                 logger.info(
                     "stopping worker {} (pid {}): {}", action.worker, action.pid, action.reason
@@ -289,7 +291,10 @@ class Daemon:
         if isinstance(event, WorkerSpawned):
             self.executor.watch_ready(event.worker, event.pid)
         for action in decision.actions:
-            self.executor.apply(action)
+            try:
+                self.executor.apply(action)
+            except Exception:  # the tick boundary: one failed action must not end supervision
+                logger.opt(exception=True).error("action {} failed; carrying on", action)
         if isinstance(event, ShutdownRequested) and self._shutdown_started is None:
             self._shutdown_started = self.clock.monotonic()
             self.notifier.stopping()

@@ -104,10 +104,19 @@ class WorkerPool:
 
     # ----- starting -------------------------------------------------------------------------
     def warm_up(self) -> None:
-        """Start the template now, so the first workers do not wait for it later."""
+        """Start the template now, so the first workers do not wait for it later.
+
+        If it cannot even be spawned, every open request fails (as a crash, so the policy backs off
+        and retries) instead of waiting for a template that is not coming.
+        """
         with self._lock:
-            if not self.template.running and not self._closing:
+            if self.template.running or self._closing:
+                return
+            try:
                 self.template.start(self.version)
+            except OSError as exc:
+                logger.error("cannot start the worker template: {}", exc)
+                self._fail_requests(f"the worker template could not start: {exc}", None)
 
     def start(self, worker: int) -> None:
         """Ask for a new worker in slot ``worker``; the answer is posted as an event."""
@@ -193,13 +202,16 @@ class WorkerPool:
         if not self._closing:
             level = "WARNING" if was_ready else "ERROR"
             logger.log(level, "worker template (pid {}) exited with {}", message.get("pid"), code)
-        for seq in list(self._requests):  # nobody will answer these requests now
+        self._fail_requests(f"the worker template exited with code {code} before forking", code)
+        if was_ready and not self._closing:  # keep a warm template for the next restart
+            self.warm_up()
+
+    def _fail_requests(self, detail: str, code: int | None) -> None:
+        """Answer every open start request with a failure: nobody else will answer them now."""
+        for seq in list(self._requests):
             worker, _uds = self._requests.pop(seq)
-            detail = f"the worker template exited with code {code} before forking"
             self._post(WorkerExited(worker, None, code, detail=detail))
         self._unsent.clear()
-        if was_ready and not self._closing:  # keep a warm template for the next restart
-            self.template.start(self.version)
 
     # ----- adopting -------------------------------------------------------------------------
     def adopt(self, record: dict[str, Any], pidfd: int) -> WorkerHandle:

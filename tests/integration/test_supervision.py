@@ -3,6 +3,7 @@ crashes every worker, a daemon killed with -9, and the systemd notify protocol."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -195,7 +196,10 @@ def test_daemon_kill_9_and_restart_adopts_workers_without_a_gap(
     assert second.stop() == 0
     for daemon in (first, second):
         assert daemon.survivors() == []
-    assert not any(psutil.pid_exists(pid) for pid in before.values())
+    # Adopted workers are not our children: init reaps them, so a zombie may linger; none may run.
+    for pid in before.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            assert psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_systemd_notify_ready_watchdog_and_stopping(start_daemon: Any, tmp_path: Path) -> None:

@@ -1,0 +1,103 @@
+"""The daemon loop's own duties, with fakes for every effect: applying actions, surviving a failed
+one, talking to systemd."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+from selfheal_daemon.adapters.probe import HealthProbe
+from selfheal_daemon.config import parse_config
+from selfheal_daemon.daemon import Daemon
+from selfheal_daemon.events import (
+    ConfirmModel,
+    ModelChanged,
+    RollbackModel,
+    StartRequested,
+    WorkerExited,
+    WorkerReady,
+    WorkerSpawned,
+)
+from tests.fakes import FakeClock, FakeNotifier, FakePool, FakeRegistry
+
+
+def build(
+    pool: FakePool | None = None, registry: FakeRegistry | None = None, workers: int = 1
+) -> tuple[Daemon, queue.SimpleQueue[Any], FakeNotifier]:
+    cfg = parse_config({"service": {"workers": workers}})
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    notifier = FakeNotifier()
+    daemon = Daemon(
+        cfg,
+        clock=FakeClock(),
+        pool=pool or FakePool(),  # type: ignore[arg-type]
+        probe=HealthProbe(0.1),
+        registry=registry or FakeRegistry(),  # type: ignore[arg-type]
+        notifier=notifier,  # type: ignore[arg-type]
+        events=events,
+    )
+    return daemon, events, notifier
+
+
+def drain(events: queue.SimpleQueue[Any]) -> list[Any]:
+    out = []
+    while not events.empty():
+        out.append(events.get_nowait())
+    return out
+
+
+def test_start_that_cannot_spawn_is_reported_as_a_crash() -> None:
+    """A start that cannot create its process comes back as WorkerExited: the policy backs off."""
+    daemon, events, _ = build(FakePool(fail_start=OSError("fork: out of memory")))
+    daemon._handle(StartRequested())
+    (exited,) = drain(events)
+    assert isinstance(exited, WorkerExited)
+    assert exited.pid is None
+    assert "out of memory" in exited.detail
+
+
+def test_an_unexpected_error_in_an_action_does_not_stop_the_loop() -> None:
+    """A bug in one action is logged and the loop carries on with the next event."""
+    daemon, events, _ = build(FakePool(fail_start=RuntimeError("surprise")))
+    daemon._handle(StartRequested())  # must not raise
+    assert drain(events) == []
+    assert daemon.state.slot(0).state.value == "starting"
+
+
+def test_rollback_points_current_back_and_restarts_the_template() -> None:
+    """RollbackModel sets the alias, switches the pool's version, and reports the change."""
+    pool, registry = FakePool(version="v3"), FakeRegistry(current="v3", last_good="v2")
+    daemon, events, _ = build(pool, registry)
+    daemon.executor.apply(RollbackModel(to="v2", reason="crash loop"))
+    assert registry.aliases["current"] == "v2"
+    assert pool.versions == ["v2"]
+    assert drain(events) == [ModelChanged(serving="v2", last_good="v2")]
+
+
+def test_confirmation_moves_last_good() -> None:
+    """ConfirmModel makes the served version last_good and reports it."""
+    registry = FakeRegistry(current="v3", last_good="v2")
+    daemon, events, _ = build(registry=registry)
+    daemon.executor.apply(ConfirmModel("v3"))
+    assert registry.aliases["last_good"] == "v3"
+    assert drain(events) == [ModelChanged(serving="v3", last_good="v3")]
+
+
+def test_systemd_hears_ready_once_all_workers_serve_then_status_changes() -> None:
+    """READY goes out once, when the last worker is ready; STATUS follows every change of count."""
+    daemon, _, notifier = build(workers=2)
+    daemon._handle(StartRequested())
+    for worker, pid in ((0, 10), (1, 11)):
+        daemon._handle(WorkerSpawned(worker, pid))
+    daemon._handle(WorkerReady(0, 10))
+    assert not [m for m in notifier.sent if m.startswith("READY")]
+    daemon._handle(WorkerReady(1, 11))
+    assert [m for m in notifier.sent if m.startswith("READY")] == [
+        "READY=1 2/2 workers ready, model v1"
+    ]
+    daemon._handle(WorkerExited(1, 11, -9))
+    assert notifier.sent[-1] == "STATUS=1/2 workers ready, model v1"
+    daemon._handle(WorkerSpawned(1, 12))
+    daemon._handle(WorkerReady(1, 12))
+    assert notifier.sent[-1] == "STATUS=2/2 workers ready, model v1"
+    assert len([m for m in notifier.sent if m.startswith("READY")]) == 1
