@@ -343,6 +343,35 @@ class ClientPoller(threading.Thread):
         }
 
 
+def run_cycles(  # noqa: PLR0917 - a benchmark's internal helper
+    name: str,
+    cycles: int,
+    one_cycle: Callable[[int], dict[str, Any]],
+    supervisor: Started,
+    log: Path,
+    url: str,
+    result: dict[str, Any],
+) -> None:
+    """Steady state, then ``cycles`` faults under the client poller; fills ``result``."""
+    supervisor.remember()
+    progress(f"{name}: serving; {cycles} fault cycles, {STEADY_S:.0f} s of steady state apart")
+    time.sleep(STEADY_S)
+    poller = ClientPoller(url + "/predict")
+    poller.start()
+    try:
+        for i in range(cycles):
+            cycle = one_cycle(i)
+            cycle["cycle"] = i + 1
+            result["cycles"].append(cycle)
+            report_cycle(name, i + 1, cycles, cycle)
+            supervisor.remember()
+            if not supervisor.alive():
+                raise RuntimeError(f"{name}: the supervisor exited; its log ends:\n{tail(log)}")
+            time.sleep(STEADY_S)
+    finally:
+        result["client"] = poller.stop()
+
+
 # ----- scenario A: selfheal ----------------------------------------------------------------------
 
 
@@ -496,23 +525,15 @@ def run_selfheal(  # noqa: PLR0917 - a benchmark's internal helper, called in tw
         )
         if not serving:
             raise RuntimeError(f"the daemon did not serve in time; its log ends:\n{tail(log)}")
-        daemon.remember()
-        progress(f"{name}: serving; {cycles} kill cycles, {STEADY_S:.0f} s of steady state apart")
-        time.sleep(STEADY_S)
-        poller = ClientPoller(url + "/predict")
-        poller.start()
-        try:
-            for i in range(cycles):
-                cycle = selfheal_cycle(run_dir, i % workers, workers, url, daemon, sig)
-                cycle["cycle"] = i + 1
-                result["cycles"].append(cycle)
-                report_cycle(name, i + 1, cycles, cycle)
-                daemon.remember()
-                if not daemon.alive():
-                    raise RuntimeError(f"the daemon exited; its log ends:\n{tail(log)}")
-                time.sleep(STEADY_S)
-        finally:
-            result["client"] = poller.stop()
+        run_cycles(
+            name,
+            cycles,
+            lambda i: selfheal_cycle(run_dir, i % workers, workers, url, daemon, sig),
+            daemon,
+            log,
+            url,
+            result,
+        )
     finally:
         progress(f"{name}: stopping the daemon (SIGTERM)")
         procs.stop(daemon, grace_s=20.0)
@@ -655,23 +676,15 @@ def run_supervisord(
                 f"the app did not answer in time; logs end:\n{tail(log)}\n"
                 f"{tail(directory / 'app.log')}"
             )
-        supervisord.remember()
-        progress(f"{name}: serving; {cycles} kill cycles, {STEADY_S:.0f} s of steady state apart")
-        time.sleep(STEADY_S)
-        poller = ClientPoller(url + "/predict")
-        poller.start()
-        try:
-            for i in range(cycles):
-                cycle = supervisord_cycle(conf, url, supervisord, client)
-                cycle["cycle"] = i + 1
-                result["cycles"].append(cycle)
-                report_cycle(name, i + 1, cycles, cycle)
-                supervisord.remember()
-                if not supervisord.alive():
-                    raise RuntimeError(f"supervisord exited; its log ends:\n{tail(log)}")
-                time.sleep(STEADY_S)
-        finally:
-            result["client"] = poller.stop()
+        run_cycles(
+            name,
+            cycles,
+            lambda _i: supervisord_cycle(conf, url, supervisord, client),
+            supervisord,
+            log,
+            url,
+            result,
+        )
     finally:
         client.close()
         progress(f"{name}: stopping supervisord (SIGTERM)")

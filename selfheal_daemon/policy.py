@@ -178,6 +178,22 @@ def _stable(slot: WorkerSlot, now: float, cfg: PolicyConfig) -> bool:
     )
 
 
+def _promote_successor(slot: WorkerSlot, state: WorkerState, ready_at: float | None) -> WorkerSlot:
+    """The successor started beside the slot's worker becomes the slot's worker."""
+    return replace(
+        slot,
+        state=state,
+        pid=slot.successor_pid,
+        started_at=slot.successor_started_at,
+        ready_at=ready_at,
+        probe_failures=0,
+        over_limit_since=None,
+        replacing=False,
+        successor_pid=None,
+        successor_started_at=None,
+    )
+
+
 def _surge(slot: WorkerSlot, reason: str) -> tuple[WorkerSlot, Action]:
     """Ask for a successor beside a ready worker."""
     action = StartWorker(slot.worker, reason=reason, surge=True)
@@ -301,18 +317,7 @@ def _ready(state: SupervisorState, event: WorkerReady, now: float) -> Result:
     if slot.successor_pid is not None and event.pid == slot.successor_pid:
         if slot.pid is not None:
             actions.append(StopWorker(slot.worker, slot.pid, f"replaced ({slot.replace_reason})"))
-        slot = replace(
-            slot,
-            state=WorkerState.READY,
-            pid=event.pid,
-            started_at=slot.successor_started_at,
-            ready_at=now,
-            probe_failures=0,
-            over_limit_since=None,
-            replacing=False,
-            successor_pid=None,
-            successor_started_at=None,
-        )
+        slot = _promote_successor(slot, WorkerState.READY, ready_at=now)
     elif slot.pid == event.pid and slot.state is WorkerState.STARTING:
         slot = replace(slot, state=WorkerState.READY, ready_at=now, probe_failures=0)
     else:
@@ -321,9 +326,7 @@ def _ready(state: SupervisorState, event: WorkerReady, now: float) -> Result:
     return state.with_slot(slot), actions + closing
 
 
-def _exited(
-    state: SupervisorState, event: WorkerExited, now: float, cfg: PolicyConfig
-) -> Result:
+def _exited(state: SupervisorState, event: WorkerExited, now: float, cfg: PolicyConfig) -> Result:
     slot = state.slot(event.worker)
     if event.pid is not None and event.pid == slot.successor_pid:
         return _successor_exited(state, slot, event, now, cfg)
@@ -368,15 +371,7 @@ def _crashed(
         over_limit_since=None,
     )
     if slot.successor_pid is not None:  # the successor, already starting, takes over the slot
-        crashed = replace(
-            crashed,
-            state=WorkerState.STARTING,
-            pid=slot.successor_pid,
-            started_at=slot.successor_started_at,
-            successor_pid=None,
-            successor_started_at=None,
-            replacing=False,
-        )
+        crashed = _promote_successor(crashed, WorkerState.STARTING, ready_at=None)
         return state.with_slot(crashed), actions
     if slot.replacing:  # a surge start is in flight: it becomes the slot's worker when it lands
         return state.with_slot(replace(_pending_start(crashed), replacing=False)), actions
