@@ -56,6 +56,8 @@ def run_daemon(cfg: Config) -> None:
                 max_batch_rows=cfg.service.max_batch_rows,
                 max_body_bytes=cfg.service.max_body_bytes,
                 log_level=cfg.logging.level,
+                batch_window_ms=cfg.service.batch_window_ms,
+                batch_max_rows=cfg.service.batch_max_rows,
             )
             pool = WorkerPool(cfg.run_dir, spec, cfg.service.port, version, events.put)
             adopted = [pool.adopt(record, pidfd) for record, pidfd in leftovers.adopt]

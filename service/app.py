@@ -25,14 +25,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from loguru import logger
 from starlette.concurrency import run_in_threadpool
 
-from selfheal_daemon.registry import LoadedModel
+from service.batching import Batcher, ModelOutputError
 from service.body_limit import BodyLimitMiddleware
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.model_store import ModelStore
@@ -49,15 +48,13 @@ from service.settings import ServiceSettings
 from service.validation import InputError, parse_predict_body
 
 NO_MODEL = "no model loaded"
-
-
-class ModelOutputError(Exception):
-    """The served model raised, or returned something other than one finite number per row."""
+INLINE_PARSE_BYTES = 16_384  # about 70 rows: parsed on the event loop; larger bodies on a thread
 
 
 def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
     """Build one worker's app around ``store``; each call has its own metrics registry."""
     metrics = ServiceMetrics()
+    batcher = Batcher(max_rows=settings.batch_max_rows, window_s=settings.batch_window_ms / 1000.0)
     app = FastAPI(
         title="selfheal model service",
         summary="Predictions from the registry's current model.",
@@ -67,6 +64,7 @@ def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.metrics = metrics
+    app.state.batcher = batcher
     app.add_exception_handler(InputError, _input_error_handler)
     app.add_exception_handler(ModelOutputError, _model_output_error_handler)
 
@@ -86,12 +84,21 @@ def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
         loaded = store.current()  # one snapshot for the whole request, even if a swap happens
         if loaded is None:
             raise HTTPException(status_code=503, detail=NO_MODEL)
-        body = await request.body()  # bounded by BodyLimitMiddleware
-        predictions = await run_in_threadpool(
-            _parse_and_predict, loaded, body, settings.max_batch_rows
-        )
+        batcher.arriving()
+        try:
+            body = await request.body()  # bounded by BodyLimitMiddleware
+            if len(body) <= INLINE_PARSE_BYTES:  # cheaper than a hop to a thread
+                features = parse_predict_body(body, settings.max_batch_rows)
+            else:  # a big batch: keep the event loop free for the other requests meanwhile
+                features = await run_in_threadpool(
+                    parse_predict_body, body, settings.max_batch_rows
+                )
+        except BaseException:
+            batcher.abandoned()
+            raise
+        predictions = await batcher.submit(loaded, features)
         metrics.predicted_rows.inc(len(predictions))
-        return JSONResponse({"predictions": predictions, "model_version": loaded.version})
+        return JSONResponse({"predictions": predictions.tolist(), "model_version": loaded.version})
 
     @app.get("/health", response_model=HealthResponse)
     async def health() -> dict[str, Any]:
@@ -136,28 +143,6 @@ def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
     known_paths = frozenset(route.path for route in app.routes if isinstance(route, APIRoute))
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
     return app
-
-
-def _parse_and_predict(loaded: LoadedModel, body: bytes, max_rows: int) -> list[float]:
-    """Validate ``body`` and predict it with ``loaded``; one finite float per row, in order.
-
-    Raises InputError for bad input and ModelOutputError when the model misbehaves.
-    """
-    features = parse_predict_body(body, max_rows)
-    try:
-        output = np.asarray(loaded.model.predict(features), dtype=np.float64)
-    except Exception as exc:  # foreign model code: report it as the model's fault, not a crash
-        raise ModelOutputError(
-            f"model {loaded.version} failed to predict: {type(exc).__name__}"
-        ) from exc
-    if output.shape != (features.shape[0],):
-        raise ModelOutputError(
-            f"model {loaded.version} returned shape {output.shape} for {features.shape[0]} rows"
-        )
-    if not np.isfinite(output).all():
-        raise ModelOutputError(f"model {loaded.version} returned a non-finite prediction")
-    predictions: list[float] = output.tolist()
-    return predictions
 
 
 async def _input_error_handler(request: Request, exc: Exception) -> Response:

@@ -13,14 +13,20 @@ class ServiceSettings:
     ``max_body_bytes``: most bytes a request body may have; more is a 413, checked on the
     Content-Length header before reading and again while a body streams in.
     ``worker_id``: the daemon's index of this worker, echoed by ``GET /health``.
+    ``batch_window_ms``: how long a forming batch may wait for requests still arriving (a lone
+    request never waits); ``batch_max_rows``: most rows one shared prediction may hold.
     """
 
     max_batch_rows: int = 1000
     max_body_bytes: int = 1_048_576
     worker_id: int = 0
+    batch_window_ms: float = 1.0
+    batch_max_rows: int = 1024
 
     def __post_init__(self) -> None:
         if self.max_batch_rows < 1:
             raise ValueError(f"max_batch_rows must be at least 1, got {self.max_batch_rows}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be at least 1, got {self.max_body_bytes}")
+        if self.batch_window_ms < 0 or self.batch_max_rows < 1:
+            raise ValueError("batch_window_ms must be >= 0 and batch_max_rows >= 1")

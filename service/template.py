@@ -38,8 +38,7 @@ import numpy as np
 
 from service.model_store import ModelStore
 from service.serve import serve
-from service.settings import ServiceSettings
-from service.worker import EXIT_MODEL_LOAD_FAILED, add_common_arguments, load_store
+from service.worker import EXIT_MODEL_LOAD_FAILED, add_common_arguments, load_store, settings_from
 
 MAX_MESSAGE = 65536
 
@@ -54,16 +53,7 @@ class WorkerPlan:
 
     shared: socket.socket
     store: ModelStore
-    log_level: str
-    max_batch_rows: int
-    max_body_bytes: int
-
-    def settings(self, worker: int) -> ServiceSettings:
-        return ServiceSettings(
-            max_batch_rows=self.max_batch_rows,
-            max_body_bytes=self.max_body_bytes,
-            worker_id=worker,
-        )
+    args: argparse.Namespace
 
 
 def _become_worker(ctrl: socket.socket, plan: WorkerPlan, worker: int, uds: Path) -> NoReturn:
@@ -75,7 +65,7 @@ def _become_worker(ctrl: socket.socket, plan: WorkerPlan, worker: int, uds: Path
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         random.seed()  # a fork copies the generators' state: give each worker its own
         np.random.seed()
-        serve(plan.shared, uds, plan.store, plan.settings(worker), plan.log_level)
+        serve(plan.shared, uds, plan.store, settings_from(plan.args, worker), plan.args.log_level)
         code = 0
     except BaseException:
         traceback.print_exc()
@@ -125,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     store = load_store(args.registry, args.version, "template")
     if store is None:
         return EXIT_MODEL_LOAD_FAILED
-    plan = WorkerPlan(shared, store, args.log_level, args.max_batch_rows, args.max_body_bytes)
+    plan = WorkerPlan(shared, store, args)
     _send(ctrl, {"event": "ready", "pid": os.getpid(), "version": args.version})
     while True:
         data = ctrl.recv(MAX_MESSAGE)

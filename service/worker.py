@@ -31,7 +31,20 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", required=True, help="model version to serve, e.g. v3")
     parser.add_argument("--max-batch-rows", type=int, default=1000)
     parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
+    parser.add_argument("--batch-window-ms", type=float, default=1.0)
+    parser.add_argument("--batch-max-rows", type=int, default=1024)
     parser.add_argument("--log-level", default="INFO")
+
+
+def settings_from(args: argparse.Namespace, worker: int) -> ServiceSettings:
+    """The worker's settings from the shared command-line arguments."""
+    return ServiceSettings(
+        max_batch_rows=args.max_batch_rows,
+        max_body_bytes=args.max_body_bytes,
+        worker_id=worker,
+        batch_window_ms=args.batch_window_ms,
+        batch_max_rows=args.batch_max_rows,
+    )
 
 
 def load_store(registry: Path, version: str, who: str) -> ModelStore | None:
@@ -55,12 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     store = load_store(args.registry, args.version, f"worker {args.worker_id}")
     if store is None:
         return EXIT_MODEL_LOAD_FAILED
-    settings = ServiceSettings(
-        max_batch_rows=args.max_batch_rows,
-        max_body_bytes=args.max_body_bytes,
-        worker_id=args.worker_id,
-    )
-    serve(shared, args.uds, store, settings, args.log_level)
+    serve(shared, args.uds, store, settings_from(args, args.worker_id), args.log_level)
     return 0
 
 

@@ -35,6 +35,8 @@ class TemplateSpec:
     max_batch_rows: int
     max_body_bytes: int
     log_level: str
+    batch_window_ms: float = 1.0
+    batch_max_rows: int = 1024
 
 
 class TemplateProcess:
@@ -70,6 +72,8 @@ class TemplateProcess:
             "--version", version,
             "--max-batch-rows", str(self.spec.max_batch_rows),
             "--max-body-bytes", str(self.spec.max_body_bytes),
+            "--batch-window-ms", str(self.spec.batch_window_ms),
+            "--batch-max-rows", str(self.spec.batch_max_rows),
             "--log-level", self.spec.log_level,
         ]  # fmt: skip
         env = dict(os.environ)
