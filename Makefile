@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint bench-coldstart bench-recovery clean
+.PHONY: run test lint bench-coldstart bench-recovery bench-serving clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench-coldstart: $(VENV)/.installed
 # Builds its own bench/.venv (with supervisord, never a project dependency); QUICK=1 for a short run.
 bench-recovery:
 	$(PYTHON) bench/recovery.py $(if $(QUICK),--quick) --json bench/out/recovery.json
+
+# Side by side with a bare FastAPI app under wrk (installed with apt-get if missing).
+bench-serving:
+	$(PYTHON) bench/serving.py $(if $(QUICK),--quick) --json bench/out/serving.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
