@@ -55,6 +55,7 @@ def load_store(registry: Path, version: str, who: str) -> ModelStore | None:
     except Exception as exc:  # any failure to load (checksum, unpickling, smoke test) is exit 3
         print(f"{who}: cannot load model {version}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return None
+    print(f"{who}: model {version} loaded; small batches use {store.predict_path}", file=sys.stderr)
     return store
 
 
