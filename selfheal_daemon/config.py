@@ -56,11 +56,21 @@ class ServiceConfig(_Section):
     batch_max_rows: int = Field(default=1024, ge=1, le=100_000)
     start_timeout_s: PositiveSeconds = 60.0
     stop_grace_s: PositiveSeconds = 5.0
+    drain_s: Annotated[float, Field(ge=0, le=600)] = 1.0
 
     @field_validator("host")
     @classmethod
     def _loopback(cls, v: str) -> str:
         return _require_loopback(v, "host")
+
+    @model_validator(mode="after")
+    def _drain_before_kill(self) -> ServiceConfig:
+        if self.drain_s >= self.stop_grace_s:
+            raise ValueError(
+                f"drain_s ({self.drain_s}) must be shorter than stop_grace_s ({self.stop_grace_s}),"
+                " or the KILL cuts the drain short"
+            )
+        return self
 
 
 class ProbeConfig(_Section):

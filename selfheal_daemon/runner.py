@@ -58,6 +58,7 @@ def run_daemon(cfg: Config) -> None:
                 log_level=cfg.logging.level,
                 batch_window_ms=cfg.service.batch_window_ms,
                 batch_max_rows=cfg.service.batch_max_rows,
+                drain_s=cfg.service.drain_s,
             )
             pool = WorkerPool(cfg.run_dir, spec, cfg.service.port, version, events.put)
             adopted = [pool.adopt(record, pidfd) for record, pidfd in leftovers.adopt]

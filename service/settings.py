@@ -15,6 +15,8 @@ class ServiceSettings:
     ``worker_id``: the daemon's index of this worker, echoed by ``GET /health``.
     ``batch_window_ms``: how long a forming batch may wait for requests still arriving (a lone
     request never waits); ``batch_max_rows``: most rows one shared prediction may hold.
+    ``drain_s``: on SIGTERM, how long open connections are still served (with ``Connection:
+    close``) before the worker shuts down.
     """
 
     max_batch_rows: int = 1000
@@ -22,6 +24,7 @@ class ServiceSettings:
     worker_id: int = 0
     batch_window_ms: float = 1.0
     batch_max_rows: int = 1024
+    drain_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_batch_rows < 1:

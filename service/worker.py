@@ -33,6 +33,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
     parser.add_argument("--batch-window-ms", type=float, default=1.0)
     parser.add_argument("--batch-max-rows", type=int, default=1024)
+    parser.add_argument("--drain-s", type=float, default=1.0)
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -44,6 +45,7 @@ def settings_from(args: argparse.Namespace, worker: int) -> ServiceSettings:
         worker_id=worker,
         batch_window_ms=args.batch_window_ms,
         batch_max_rows=args.batch_max_rows,
+        drain_s=args.drain_s,
     )
 
 

@@ -37,6 +37,7 @@ class TemplateSpec:
     log_level: str
     batch_window_ms: float = 1.0
     batch_max_rows: int = 1024
+    drain_s: float = 1.0
 
 
 class TemplateProcess:
@@ -74,6 +75,7 @@ class TemplateProcess:
             "--max-body-bytes", str(self.spec.max_body_bytes),
             "--batch-window-ms", str(self.spec.batch_window_ms),
             "--batch-max-rows", str(self.spec.batch_max_rows),
+            "--drain-s", str(self.spec.drain_s),
             "--log-level", self.spec.log_level,
         ]  # fmt: skip
         env = dict(os.environ)

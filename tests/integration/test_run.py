@@ -77,7 +77,7 @@ def test_second_start_reuses_the_registered_model(start_daemon: Any, tmp_path: A
 def test_hung_worker_is_killed_and_replaced(start_daemon: Any) -> None:
     """A SIGSTOPped worker fails its liveness probes, is killed (TERM cannot reach it, so KILL),
     and a new worker takes its slot while the other keeps serving."""
-    daemon = start_daemon(service={"workers": 2, "stop_grace_s": 1.0})
+    daemon = start_daemon(service={"workers": 2, "stop_grace_s": 1.0, "drain_s": 0.5})
     daemon.wait_serving()
     pids = wait_until(lambda: _worker_pids(daemon) if len(_worker_pids(daemon)) == 2 else None, 10)
     victim = min(pids)

@@ -77,7 +77,16 @@ def test_leaking_worker_is_replaced_without_failed_requests(start_daemon: Any) -
     process = psutil.Process(leaker)
 
     def rss_mb() -> float:
-        return float(process.memory_info().rss) / 2**20
+        try:
+            return float(process.memory_info().rss) / 2**20
+        except psutil.NoSuchProcess:  # already replaced: it certainly crossed the limit
+            return float("inf")
+
+    def gone() -> bool:
+        try:
+            return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # reaped between the two calls
+            return True
 
     with Poller(daemon.url) as poller:
         while (before := rss_mb()) < limit_mb:  # one signal at a time: pending ones coalesce
@@ -88,7 +97,7 @@ def test_leaking_worker_is_replaced_without_failed_requests(start_daemon: Any) -
             30,
             what="the leaking worker to be replaced",
         )
-        wait_until(lambda: not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, 15)
+        wait_until(gone, 15, what="the leaking worker to exit")
     out = daemon.output()
     assert "resource_limit detected (rss_over_limit)" in out
     assert "resource_limit resolved" in out

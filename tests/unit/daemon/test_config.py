@@ -42,6 +42,7 @@ def test_empty_config_gives_safe_defaults() -> None:
         ({"service": {"prot": 8000}}, "service.prot: unknown key"),
         ({"servcie": {"port": 8000}}, "servcie: unknown key"),
         ({"service": {"host": "0.0.0.0"}}, "service.host: host must be a loopback address"),
+        ({"service": {"drain_s": 5.0}}, "service: drain_s (5.0) must be shorter than stop_grace_s"),
         ({"service": {"host": "10.0.0.5"}}, "service.host: host must be a loopback address"),
         ({"service": {"host": "example.com"}}, "service.host: host must be a loopback IP address"),
         ({"probe": {"timeout_s": 5.0}}, "probe: timeout_s (5.0) must not exceed interval_s (2.0)"),
