@@ -40,6 +40,9 @@ PROBE_ROW: dict[str, float] = {
 }
 
 
+CHECK_ROWS = 512  # reference rows the fast path must reproduce exactly (twice: as is, with gaps)
+
+
 class SmokeTestError(SelfhealError):
     """A freshly loaded model could not predict the probe row, or predicted a non-finite value."""
 
@@ -115,7 +118,7 @@ class ModelStore:
         """The same model with the fast small-batch path, if it matches ``predict`` exactly on
         the version's reference rows (or the probe row, when the source has none)."""
         reference = getattr(registry, "load_reference", None)
-        rows = reference(loaded.version)[:2000] if callable(reference) else probe_matrix()
+        rows = reference(loaded.version)[:CHECK_ROWS] if callable(reference) else probe_matrix()
         model, self.predict_path = accelerate(loaded.model, rows)
         if model is loaded.model:
             return loaded
