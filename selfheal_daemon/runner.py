@@ -60,7 +60,9 @@ def run_daemon(cfg: Config) -> None:
                 batch_max_rows=cfg.service.batch_max_rows,
                 drain_s=cfg.service.drain_s,
             )
-            pool = WorkerPool(cfg.run_dir, spec, cfg.service.port, version, events.put)
+            pool = WorkerPool(
+                cfg.run_dir, spec, cfg.service.port, version, events.put, forget=probe.forget
+            )
             adopted = [pool.adopt(record, pidfd) for record, pidfd in leftovers.adopt]
             if leftovers.listener is not None:
                 logger.info("took over the service socket of the previous daemon's workers")

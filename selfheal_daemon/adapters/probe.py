@@ -1,12 +1,14 @@
 """HTTP probes of one worker over its private unix socket (httpx).
 
-Each slot gets its own client, so a hung worker only ever blocks the probe aimed at it. Keep-alive
-is off: a replacement worker binds a new socket at the same path, and a pooled connection to the
-old one would count as a spurious failure. httpx errors are translated to a (False, reason) result.
+Each worker (each private socket path) gets its own client, so a hung worker only ever blocks the
+probe aimed at it; ``forget`` drops the client when the worker is gone. Keep-alive is off, so a
+probe never reuses a connection a draining worker is about to close. httpx errors are translated
+to a (False, reason) result.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,23 +31,30 @@ class HealthProbe:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._clients: dict[Path, httpx.Client] = {}
+        self._lock = threading.Lock()  # probes of different workers run on different threads
 
     def _client(self, uds: Path) -> httpx.Client:
-        client = self._clients.get(uds)
-        if client is None:
-            transport = httpx.HTTPTransport(uds=str(uds), retries=0)
-            client = httpx.Client(
-                transport=transport,
-                base_url="http://worker",
-                timeout=self.timeout_s,
-                limits=httpx.Limits(max_keepalive_connections=0),
-            )
-            self._clients[uds] = client
+        with self._lock:
+            return self._clients.get(uds) or self._new_client(uds)
+
+    def _new_client(self, uds: Path) -> httpx.Client:
+        transport = httpx.HTTPTransport(uds=str(uds), retries=0)
+        client = httpx.Client(
+            transport=transport,
+            base_url="http://worker",
+            timeout=self.timeout_s,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+        self._clients[uds] = client
         return client
 
     def check(self, uds: Path, path: str = "/health") -> ProbeOutcome:
         """Probe ``path`` on the worker at ``uds``; never raises."""
         started = time.monotonic()
+        if (
+            not uds.exists()
+        ):  # not bound yet (a starting worker), or gone; httpx would leak a socket
+            return ProbeOutcome(False, f"no socket at {uds}", 0.0)
         try:
             response = self._client(uds).get(path)
         except httpx.TimeoutException:
@@ -57,7 +66,15 @@ class HealthProbe:
             return ProbeOutcome(False, f"HTTP {response.status_code} from {path}", latency)
         return ProbeOutcome(True, "", latency)
 
-    def close(self) -> None:
-        for client in self._clients.values():
+    def forget(self, uds: Path) -> None:
+        """Drop the client of a worker that is gone (each worker has its own socket path)."""
+        with self._lock:
+            client = self._clients.pop(uds, None)
+        if client is not None:
             client.close()
-        self._clients.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()

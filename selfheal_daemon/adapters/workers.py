@@ -85,12 +85,15 @@ class WorkerPool:
         port: int,
         version: str,
         post: Callable[[Event], None],
+        *,
+        forget: Callable[[Path], None] = lambda _uds: None,
     ) -> None:
         self.run_dir = run_dir
         self.spec = spec
         self.port = port
         self.version = version
         self._post = post
+        self._forget = forget  # told each gone worker's socket path (the probe drops its client)
         self._lock = threading.RLock()
         self._handles: dict[int, WorkerHandle] = {}
         self._requests: dict[int, tuple[int, Path]] = {}  # seq -> (slot, socket path)
@@ -255,6 +258,7 @@ class WorkerPool:
             self._handles.pop(owner.pid, None)
             self._write_records()
         owner.uds.unlink(missing_ok=True)  # a killed worker cannot remove its own socket file
+        self._forget(owner.uds)
         self._post(WorkerExited(owner.worker, owner.pid, returncode))
 
     def handle(self, pid: int) -> WorkerHandle | None:

@@ -68,3 +68,31 @@ def test_second_daemon_on_same_state_dir_is_refused(
     assert json.loads((tmp_path / "daemon.pid").read_text())["pid"] == psutil.Process().pid
     release_daemon_pidfile(tmp_path)
     assert not (tmp_path / "daemon.pid").exists()
+
+
+def test_probe_of_a_missing_socket_fails_fast_without_a_client(tmp_path: Path) -> None:
+    """A worker that has not bound its socket yet is a failed probe, with no client kept."""
+    from selfheal_daemon.adapters.probe import HealthProbe
+
+    probe = HealthProbe(timeout_s=0.2)
+    outcome = probe.check(tmp_path / "worker-0-1.sock")
+    assert not outcome.ok
+    assert outcome.detail.startswith("no socket at")
+    assert probe._clients == {}
+    probe.close()
+
+
+def test_probe_keeps_one_client_per_live_worker_only(tmp_path: Path) -> None:
+    """A probe client per worker socket, dropped when the pool reports the worker gone, so
+    restarts do not pile up clients."""
+    from selfheal_daemon.adapters.probe import HealthProbe
+
+    probe = HealthProbe(timeout_s=0.2)
+    paths = [tmp_path / f"worker-0-{n}.sock" for n in range(3)]
+    clients = {probe._client(path) for path in paths}
+    assert len(clients) == 3
+    assert probe._client(paths[0]) in clients  # the same client again for the same worker
+    for path in paths:
+        probe.forget(path)
+    assert probe._clients == {}
+    probe.close()
