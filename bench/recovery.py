@@ -902,15 +902,20 @@ def main() -> None:
     args = parse_args()
     if args.json:
         args.json = args.json.resolve()
+    enter_bench_venv(Path(__file__))
+    benchmark(args)
+
+
+def enter_bench_venv(script: Path) -> None:
+    """Re-run ``script`` (same arguments) in bench/.venv unless already there; then make SIGTERM
+    unwind like Ctrl-C, so that every process the benchmark started is stopped."""
     python = ensure_bench_venv()
     if not in_bench_venv():
         progress("re-running this script in the benchmark venv")
         sys.stdout.flush()
         # The same script and arguments, in the benchmark venv's interpreter (no shell involved).
-        os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])  # noqa: S606
-    # A SIGTERM to the benchmark unwinds like Ctrl-C, so every process it started is stopped.
+        os.execv(python, [str(python), str(script.resolve()), *sys.argv[1:]])  # noqa: S606
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
-    benchmark(args)
 
 
 if __name__ == "__main__":

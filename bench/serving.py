@@ -65,9 +65,8 @@ from bench.recovery import (  # noqa: E402
     ROW,
     Processes,
     Started,
-    ensure_bench_venv,
+    enter_bench_venv,
     free_port,
-    in_bench_venv,
     progress,
     tail,
     wait_for,
@@ -733,14 +732,7 @@ def main() -> None:
     args = parse_args()
     if args.json:
         args.json = args.json.resolve()
-    python = ensure_bench_venv()
-    if not in_bench_venv():
-        progress("re-running this script in the benchmark venv")
-        sys.stdout.flush()
-        # The same script and arguments, in the benchmark venv's interpreter (no shell involved).
-        os.execv(python, [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])  # noqa: S606
-    # A SIGTERM to the benchmark unwinds like Ctrl-C, so every process it started is stopped.
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
+    enter_bench_venv(Path(__file__))
     benchmark(args)
 
 
