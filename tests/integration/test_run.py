@@ -91,6 +91,8 @@ def test_hung_worker_is_killed_and_replaced(start_daemon: Any) -> None:
     out = daemon.output()
     assert "service_hang detected (liveness_probe_failed)" in out
     assert "ignored TERM; sent KILL" in out
+    healthy = max(pids)  # its probes never waited on the hung one's: it was never replaced
+    assert healthy in _worker_pids(daemon)
     assert daemon.stop() == 0
     assert daemon.survivors() == []
 

@@ -252,3 +252,38 @@ def test_systemd_notify_ready_watchdog_and_stopping(start_daemon: Any, tmp_path:
         done.set()
         collector.join(timeout=5)
         sink.close()
+
+
+def test_a_killed_template_is_restarted_and_workers_keep_serving(start_daemon: Any) -> None:
+    """kill -9 of the warm template leaves the workers serving; a new template is started at once,
+    and the next worker crash is still healed by a fork from it."""
+    daemon = start_daemon()
+    daemon.wait_serving()
+    workers = set(_two_workers(daemon).values())
+    daemon.remember()
+    registry = str(daemon.state_dir / "registry")
+
+    def templates() -> list[int]:
+        found = []
+        for proc in psutil.Process(daemon.proc.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if registry in " ".join(proc.cmdline()) and proc.pid not in workers:
+                    found.append(proc.pid)
+        return found
+
+    (template,) = wait_until(templates, 10, what="the template")
+    with Poller(daemon.url) as poller:
+        os.kill(template, signal.SIGKILL)
+        new = wait_until(lambda: [t for t in templates() if t != template], 30, what="a new one")
+        wait_until(lambda: daemon.output().count("worker template ready") >= 2, 60)
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: daemon.output().count("service_crash resolved") >= 1, 30)
+    assert new
+    assert set(_pids(daemon).values()) - workers  # a fresh worker, forked by the new template
+    assert poller.result.refused == 0, poller.result.errors
+    assert poller.result.failed <= 1, (
+        poller.result.errors
+    )  # at most the request on the killed worker
+    assert daemon.stop() == 0
+    assert daemon.survivors() == []
