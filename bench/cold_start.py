@@ -34,17 +34,9 @@ sys.path.insert(0, str(ROOT))
 from selfheal_daemon.bootstrap import ensure_model  # noqa: E402
 from selfheal_daemon.config import parse_config  # noqa: E402
 from selfheal_daemon.registry import ModelRegistry  # noqa: E402
+from service.model_store import PROBE_ROW  # noqa: E402
 
-ROW = {
-    "MedInc": 8.3,
-    "HouseAge": 41.0,
-    "AveRooms": 6.98,
-    "AveBedrms": 1.02,
-    "Population": 322.0,
-    "AveOccup": 2.56,
-    "Latitude": 37.88,
-    "Longitude": -122.23,
-}
+ROW = PROBE_ROW  # the row the service smoke-tests every model with
 POLL_S = 0.002
 
 

@@ -75,15 +75,17 @@ BENCH_BIN = BENCH_VENV / "bin"
 REQUIREMENTS = ROOT / "bench" / "requirements.txt"
 STANDALONE_APP = ROOT / "bench" / "standalone_app.py"
 
+# service.model_store.PROBE_ROW, repeated (test_bench_row_is_the_probe_row checks it): this script
+# runs on the bare standard library until it has re-run itself in bench/.venv.
 ROW = {
-    "MedInc": 8.3,
-    "HouseAge": 41.0,
-    "AveRooms": 6.98,
-    "AveBedrms": 1.02,
-    "Population": 322.0,
-    "AveOccup": 2.56,
-    "Latitude": 37.88,
-    "Longitude": -122.23,
+    "MedInc": 3.5348,
+    "HouseAge": 29.0,
+    "AveRooms": 5.229129,
+    "AveBedrms": 1.048889,
+    "Population": 1166.0,
+    "AveOccup": 2.818116,
+    "Latitude": 34.26,
+    "Longitude": -118.49,
 }
 HOST = "127.0.0.1"
 POLL_S = 0.002  # how often a recovering process is polled (as bench/cold_start.py does)
@@ -226,12 +228,25 @@ class Started:
 
 
 class Processes:
-    """Starts processes in their own process group and stops every one of them at the end."""
+    """Starts processes in their own process group and stops every one of them at the end.
 
-    def __init__(self) -> None:
+    ``settle_s``: once a stopped process has exited, how long its descendants get to exit on their
+    own (uvicorn's multiprocessing resource tracker leaves when its pipe closes) before they count
+    as leftovers and are killed.
+    """
+
+    def __init__(self, settle_s: float = 0.0) -> None:
         self.started: list[Started] = []
+        self.settle_s = settle_s
 
-    def start(self, name: str, argv: list[str], log: Path, cwd: Path = ROOT) -> Started:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,
+    ) -> Started:
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -239,7 +254,7 @@ class Processes:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
-                env=CHILD_ENV,
+                env=CHILD_ENV if env is None else env,
                 process_group=0,  # a Ctrl-C reaches this script only, which stops them in order
             )
         started = Started(name, proc, log)
@@ -265,6 +280,8 @@ class Processes:
                 proc = psutil.Process(pid)
                 if abs(proc.create_time() - created) < 0.01 and proc.is_running():
                     leftovers.append(proc)
+        if self.settle_s > 0:
+            _gone, leftovers = psutil.wait_procs(leftovers, timeout=self.settle_s)
         for proc in leftovers:
             progress(f"killing pid {proc.pid}, left behind by {started.name}")
             with contextlib.suppress(psutil.Error):

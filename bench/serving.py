@@ -39,13 +39,11 @@ the ratios the targets of issue 9 are about; ``--json PATH`` writes the raw data
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -164,54 +162,6 @@ file:close()
 # ----- processes ---------------------------------------------------------------------------------
 
 
-class ServingProcesses(Processes):
-    """bench/recovery.py's Processes, with a choice of environment (the bare app's OpenMP)."""
-
-    def start(
-        self,
-        name: str,
-        argv: list[str],
-        log: Path,
-        cwd: Path = ROOT,
-        env: dict[str, str] | None = None,
-    ) -> Started:
-        if env is None:
-            return super().start(name, argv, log, cwd)
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-                process_group=0,  # a Ctrl-C reaches this script only, which stops them in order
-            )
-        started = Started(name, proc, log)
-        self.started.append(started)
-        return started
-
-    def stop(self, started: Started, grace_s: float) -> None:
-        """As Processes.stop, but descendants get 2 s to exit on their own once the parent has
-        (uvicorn's multiprocessing resource tracker leaves when its pipe closes), so that only
-        real leftovers are killed."""
-        import psutil
-
-        started.remember()
-        if started.proc.poll() is None:
-            started.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                started.proc.wait(timeout=grace_s)
-        descendants = []
-        for pid, created in started.seen.items():
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if abs(proc.create_time() - created) < 0.01:
-                    descendants.append(proc)
-        psutil.wait_procs(descendants, timeout=2)
-        super().stop(started, grace_s)  # SIGKILL to the parent and to whatever is still there
-
-
 def ensure_wrk() -> str:
     """The path of wrk, installing Debian's package when it is missing; exits if it cannot."""
     found = shutil.which("wrk")
@@ -283,7 +233,7 @@ def start_selfheal(procs: Processes, state_dir: Path, workdir: Path) -> tuple[St
 
 
 def start_bare(
-    procs: ServingProcesses, registry: Path, version: str, workdir: Path
+    procs: Processes, registry: Path, version: str, workdir: Path
 ) -> tuple[Started, str]:
     port = free_port()
     url = f"http://{HOST}:{port}"
@@ -572,7 +522,7 @@ def write_bodies(workdir: Path) -> tuple[dict[str, bytes], dict[str, Path]]:
     return bodies, scripts
 
 
-def collect(args: argparse.Namespace, wrk: str, procs: ServingProcesses, data: dict) -> None:
+def collect(args: argparse.Namespace, wrk: str, procs: Processes, data: dict) -> None:
     """Train, measure the raw rate, start both apps, check them, run wrk; fills ``data``."""
     from selfheal_daemon.bootstrap import ensure_model
     from selfheal_daemon.config import parse_config
@@ -675,7 +625,7 @@ def benchmark(args: argparse.Namespace) -> None:
         "runs": {},
         "failure": None,
     }
-    procs = ServingProcesses()
+    procs = Processes(settle_s=2.0)  # the bare app's uvicorn leaves a resource tracker
     try:
         collect(args, wrk, procs, data)
     except RuntimeError as exc:

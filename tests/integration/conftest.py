@@ -19,18 +19,10 @@ import httpx
 import psutil
 import pytest
 
+from service.model_store import PROBE_ROW
 from tests.helpers import free_port, wait_until
 
-ROW = {
-    "MedInc": 8.3252,
-    "HouseAge": 41.0,
-    "AveRooms": 6.98,
-    "AveBedrms": 1.02,
-    "Population": 322.0,
-    "AveOccup": 2.56,
-    "Latitude": 37.88,
-    "Longitude": -122.23,
-}
+ROW = PROBE_ROW  # the row the service smoke-tests every model with
 
 
 @dataclass

@@ -96,3 +96,53 @@ def test_probe_keeps_one_client_per_live_worker_only(tmp_path: Path) -> None:
         probe.forget(path)
     assert probe._clients == {}
     probe.close()
+
+
+def test_leftovers_whose_socket_cannot_be_taken_are_stopped(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """If a previous daemon's worker does not hold the listening socket it is recorded with (here
+    the fd does not exist, so pidfd_getfd fails for real), nothing is adopted, the process is
+    stopped, and the caller binds the port afresh."""
+    from selfheal_daemon.adapters.adoption import find_leftovers
+
+    record = {
+        "worker": 0,
+        "pid": sleeper.pid,
+        "create_time": psutil.Process(sleeper.pid).create_time(),
+        "version": "v1",
+        "uds": str(tmp_path / "worker-0.sock"),
+        "listen_fd": 999,
+        "port": 18999,
+    }
+    (tmp_path / "workers.json").write_text(json.dumps([record]))
+    found = find_leftovers(
+        tmp_path, port=18999, version="v1", slots=2, grace_s=5, answers_ready=lambda _uds: True
+    )
+    assert found.listener is None
+    assert found.adopt == []
+    assert found.stopped == [sleeper.pid]
+    assert sleeper.wait(timeout=5) is not None
+
+
+def test_recycled_pid_in_workers_json_is_neither_adopted_nor_stopped(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """A pid whose create time differs from the record belongs to someone else: left alone."""
+    from selfheal_daemon.adapters.adoption import find_leftovers
+
+    record = {
+        "worker": 0,
+        "pid": sleeper.pid,
+        "create_time": 1.0,
+        "listen_fd": 3,
+        "port": 18999,
+        "version": "v1",
+        "uds": str(tmp_path / "w.sock"),
+    }
+    (tmp_path / "workers.json").write_text(json.dumps([record]))
+    found = find_leftovers(
+        tmp_path, port=18999, version="v1", slots=2, grace_s=1, answers_ready=lambda _uds: True
+    )
+    assert (found.listener, found.adopt, found.stopped) == (None, [], [])
+    assert sleeper.poll() is None

@@ -146,3 +146,21 @@ def test_old_model_answers_while_new_one_loads() -> None:
     assert current is not None
     assert current.version == "v2"
     assert snapshot.model.predict(probe_matrix()).tolist() == [1.0]  # old snapshot still usable
+
+
+def test_bench_row_is_the_probe_row() -> None:
+    """bench/recovery.py keeps a stdlib-only copy of the probe row; it must not drift."""
+    import ast
+    from pathlib import Path
+
+    from service.model_store import PROBE_ROW
+
+    source = (Path(__file__).resolve().parents[3] / "bench" / "recovery.py").read_text()
+    tree = ast.parse(source)
+    (row,) = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "ROW" for t in node.targets)
+    ]
+    assert row == PROBE_ROW
