@@ -1,0 +1,562 @@
+"""Notifications for people: one message per escalated incident, and a daily digest.
+
+Two optional channels: a webhook (a JSON POST with Slack's ``text`` plus the structured record) and
+SMTP email. ``Notifier`` only enqueues; one background thread sends each message to every channel,
+retrying with exponential backoff, so healing never waits on a dead receiver. A full queue drops
+its oldest message; a channel that still fails after its retries is logged, reported to
+``on_failure``, and skipped.
+
+Errors, translated at the channel boundary from httpx, smtplib and OSError::
+
+    SelfhealError
+    └── NotifyError   one channel could not deliver one message; ``retryable`` says whether a
+                      later attempt may help (a timeout or HTTP 503 may; HTTP 404 or SMTP 550 not)
+
+``digest_text`` and ``digest_due`` are pure: the daemon hands them the records and ``now``.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import httpx
+import tenacity
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from tenacity import RetryCallState, Retrying
+
+from selfheal_daemon.errors import ConfigError, SelfhealError
+
+Record = Mapping[str, Any]
+
+
+class NotifyError(SelfhealError):
+    """A channel could not deliver a message; ``retryable`` is False when retrying cannot help."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _redact(url: str) -> str:
+    """Scheme and host only: a webhook URL's path is often its secret (Slack's are)."""
+    parsed = httpx.URL(url)
+    return f"{parsed.scheme}://{parsed.host}/…"
+
+
+def _address(address: str, key: str) -> str:
+    local, at, domain = address.rpartition("@")
+    if not (local and at and "." in domain) or any(c.isspace() or c in ',<>"' for c in address):
+        raise ValueError(f"{key}: {address!r} is not a bare email address like ops@example.com")
+    return address
+
+
+class NotifyConfig(BaseModel):
+    """``[notify]``: whom to tell about escalations, and the daily digest. Off by default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    webhook_url: str = ""
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password_file: str = ""  # the password lives in this file, never in config
+    email_from: str = ""
+    email_to: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    retries: int = Field(default=5, ge=0, le=20)
+    backoff_initial_s: float = Field(default=1.0, ge=0, le=3600)
+    backoff_max_s: float = Field(default=60.0, ge=0, le=3600)
+    digest_hour_utc: int = Field(default=8, ge=-1, le=23)  # -1: no digest
+    queue_size: int = Field(default=1000, ge=1, le=100_000)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        try:
+            url = httpx.URL(v)
+        except httpx.InvalidURL:
+            url = httpx.URL()
+        if v and (url.scheme not in ("http", "https") or not url.host):
+            raise ValueError("webhook_url must be an http:// or https:// URL with a host")
+        return v
+
+    @field_validator("email_from")
+    @classmethod
+    def _from_address(cls, v: str) -> str:
+        return _address(v, "email_from") if v else v
+
+    @field_validator("email_to")
+    @classmethod
+    def _to_addresses(cls, v: list[str]) -> list[str]:
+        return [_address(address, "email_to") for address in v]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NotifyConfig:
+        missing = [key for key in ("smtp_host", "email_from", "email_to") if not getattr(self, key)]
+        some = self.smtp_starttls or self.smtp_username or self.smtp_password_file
+        if missing and (len(missing) < 3 or some):
+            raise ValueError(
+                f"email needs smtp_host, email_from and at least one email_to; missing: "
+                f"{', '.join(missing)}"
+            )
+        if bool(self.smtp_username) != bool(self.smtp_password_file):
+            raise ValueError("smtp_username and smtp_password_file go together: set both or none")
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError(
+                f"backoff_initial_s ({self.backoff_initial_s}) must not exceed backoff_max_s"
+                f" ({self.backoff_max_s})"
+            )
+        return self
+
+
+# ----- messages (pure) ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """One notification: a one-line ``text`` for chat, an email ``subject`` and ``body``, and
+    the webhook's JSON ``payload``."""
+
+    kind: Literal["incident", "digest"]
+    subject: str
+    text: str
+    body: str
+    payload: dict[str, Any]
+
+
+def _num(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())  # a newline in a mail header is refused (or injects one)
+
+
+def incident_text(record: Record) -> str:
+    """One line for a person, e.g. ``crash_loop escalated on worker 1 (restart budget exceeded):
+    6 restarts in 60 s; next: rollback to v3``."""
+    details = record.get("details") or {}
+    worker = record.get("worker", details.get("worker"))
+    head = f"{record.get('issue') or 'unknown issue'} {record.get('outcome') or 'detected'}"
+    head += f" on worker {worker}" if worker is not None else ""
+    head += f" ({record['detection'].replace('_', ' ')})" if record.get("detection") else ""
+    parts: list[str] = []
+    if "restarts" in details and "window_s" in details:
+        parts.append(f"{details['restarts']} restarts in {_num(details['window_s'])} s")
+    parts += [str(details[key]) for key in ("reason", "error") if details.get(key)]
+    parts += [str(fix) for fix in details.get("fixes") or ()]
+    parts += [f"next: {details['next']}"] if details.get("next") else []
+    if not parts:  # an unfamiliar record: its simple details say more than nothing
+        simple = [(k, v) for k, v in details.items() if isinstance(v, str | int | float)]
+        parts = [f"{key}={_num(value)}" for key, value in simple[:4] if key != "worker"]
+    return _one_line(f"{head}: {'; '.join(parts)}" if parts else head)
+
+
+def incident_message(record: Record, hostname: str) -> Message:
+    """The message about one (escalated) incident record."""
+    drill = "DRILL " if record.get("drill") else ""  # a drill tests this path: say so, loudly
+    text = f"{drill}selfheal on {hostname}: {incident_text(record)}"
+    outcome = record.get("outcome") or "detected"
+    subject = f"[selfheal] {drill}{outcome}: {record.get('issue')} ({record.get('detection')})"
+    keys = ("incident_id", "ts", "issue", "detection", "action", "outcome")
+    lines = [f"{key + ':':<13}{record[key]}" for key in keys if record.get(key) is not None]
+    details = json.dumps(record.get("details") or {}, indent=2, sort_keys=True, default=str)
+    body = f"{text}\n\n" + "\n".join(lines) + f"\n\ndetails:\n{details}\n"
+    # A JSON-safe deep copy: the thread serialises it later, and the caller may reuse the record.
+    incident = json.loads(json.dumps(dict(record), default=str))
+    payload = {"text": text, "host": hostname, "incident": incident}
+    return Message("incident", _one_line(subject), text, body, payload)
+
+
+# ----- the daily digest (pure) ----------------------------------------------------------------
+
+# (singular, plural) of what a person calls one handled incident of each kind.
+_KIND_NAMES: dict[str, tuple[str, str]] = {
+    "service_crash": ("crash recovery", "crash recoveries"),
+    "service_hang": ("hang recovery", "hang recoveries"),
+    "resource_limit": ("resource-limit replacement", "resource-limit replacements"),
+    "crash_loop": ("crash loop", "crash loops"),
+    "data_quality": ("data fix", "data fixes"),
+    "data_drift": ("drift retrain", "drift retrains"),
+    "performance_drop": ("performance drop", "performance drops"),
+    "test_failure": ("failed model test", "failed model tests"),
+    "deployment_failure": ("deployment rollback", "deployment rollbacks"),
+}
+
+
+def _counts(by_kind: Mapping[str, int]) -> str:
+    def one(kind: str, n: int) -> str:
+        words = kind.replace("_", " ")
+        singular, plural = _KIND_NAMES.get(kind, (f"{words} issue", f"{words} issues"))
+        return f"{n} {singular if n == 1 else plural}"
+
+    return ", ".join(one(kind, n) for kind, n in Counter(by_kind).most_common())
+
+
+def _utc(value: object) -> datetime | None:
+    try:
+        ts = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None  # an unreadable timestamp cannot be placed on a day
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def digest_summary(records: Iterable[Record], day: date) -> dict[str, Any] | None:
+    """The incidents that began on UTC ``day``, counted by kind, as JSON-ready fields.
+
+    Records (in audit order) are grouped by ``incident_id``; one without an id is an incident of
+    its own. An incident belongs to the day of its first record and ends with its last non-null
+    outcome, so one that began before midnight and was resolved after counts once, as resolved.
+    Drills are counted apart. None when nothing happened that day.
+    """
+    first_day: dict[str, date] = {}
+    groups: dict[str, list[Record]] = {}
+    for i, record in enumerate(records):
+        if (ts := _utc(record.get("ts"))) is not None:
+            key = str(record.get("incident_id") or f"#{i}")
+            if first_day.setdefault(key, ts.date()) == day:
+                groups.setdefault(key, []).append(record)
+    by_kind: Counter[str] = Counter()
+    outcomes: dict[str, Counter[str]] = {"escalated": Counter(), "failed": Counter()}
+    still_open = drills = 0
+    for group in groups.values():
+        if any(r.get("drill") for r in group):
+            drills += 1
+            continue
+        kind = next((str(r["issue"]) for r in group if r.get("issue")), "unknown")
+        outcome = next((str(r["outcome"]) for r in reversed(group) if r.get("outcome")), None)
+        by_kind[kind] += 1
+        if outcome in outcomes:
+            outcomes[outcome][kind] += 1
+        still_open += outcome is None
+    if not (by_kind or drills):
+        return None
+    return {
+        "day": day.isoformat(),
+        "incidents": by_kind.total(),
+        "by_kind": dict(by_kind),
+        "escalated": dict(outcomes["escalated"]),
+        "failed": dict(outcomes["failed"]),
+        "open": still_open,
+        "drills": drills,
+    }
+
+
+def _digest_line(summary: Mapping[str, Any]) -> str:
+    n = summary["incidents"]
+    text = f"handled {n or 'no'} issue{'' if n == 1 else 's'} on {summary['day']}"
+    text += f": {_counts(summary['by_kind'])}" if n else ""
+    for outcome in ("escalated", "failed"):
+        text += f"; {outcome}: {_counts(summary[outcome])}" if summary[outcome] else ""
+    text += f"; still open: {summary['open']}" if summary["open"] else ""
+    drills = summary["drills"]
+    return text + (f"; also {drills} drill{'' if drills == 1 else 's'}" if drills else "")
+
+
+def digest_text(records: Iterable[Record], day: date) -> str | None:
+    """E.g. ``handled 3 issues on 2026-11-27: 2 data fixes, 1 crash recovery; escalated: 1 crash
+    loop``. None when nothing happened on that UTC day."""
+    summary = digest_summary(records, day)
+    return None if summary is None else _digest_line(summary)
+
+
+def digest_due(last_sent_day: date | None, now: datetime, hour: int) -> bool:
+    """Whether to send a digest now: once per UTC day, at or after ``hour`` (-1: never).
+
+    ``last_sent_day`` is the UTC date the last digest was *sent* (None: never). The digest sent on
+    day D should cover the whole of D - 1: ``send_digest(records, now.date() - timedelta(1))``.
+    """
+    if now.tzinfo is None:
+        raise ValueError("digest_due needs a timezone-aware now")
+    now = now.astimezone(UTC)
+    fresh_day = last_sent_day is None or last_sent_day < now.date()
+    return 0 <= hour <= now.hour and fresh_day
+
+
+# ----- channels -------------------------------------------------------------------------------
+
+
+class Channel(Protocol):
+    """Somewhere a message can go. ``send`` delivers once or raises NotifyError: no retries."""
+
+    name: str
+
+    def send(self, message: Message) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class WebhookChannel:
+    """A JSON POST to one URL: any 2xx is delivered; a 5xx, 408 or 429 is worth retrying."""
+
+    name = "webhook"
+
+    def __init__(
+        self, url: str, timeout_s: float, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._url, self._shown = url, _redact(url)
+        headers = {"User-Agent": "selfheal", "Content-Type": "application/json"}
+        self._client = httpx.Client(timeout=timeout_s, transport=transport, headers=headers)
+
+    def send(self, message: Message) -> None:
+        body = json.dumps(message.payload, default=str).encode("utf-8")
+        try:
+            response = self._client.post(self._url, content=body)
+        except httpx.HTTPError as exc:
+            raise NotifyError(f"webhook {self._shown}: {exc!r}", retryable=True) from exc
+        if not response.is_success:
+            status = response.status_code
+            retryable = status >= 500 or status in (408, 429)
+            raise NotifyError(f"webhook {self._shown}: HTTP {status}", retryable=retryable)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _smtp_retryable(exc: Exception) -> bool:
+    permanent = smtplib.SMTPNotSupportedError | smtplib.SMTPRecipientsRefused
+    if isinstance(exc, permanent | ssl.SSLCertVerificationError):
+        return False  # e.g. STARTTLS configured but not offered: never fall back to clear text
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code < 500  # SMTP's own rule: 4xx is transient, 5xx permanent
+    return True
+
+
+class SmtpChannel:
+    """One email per message through ``smtplib.SMTP``, with STARTTLS and login when configured."""
+
+    name = "email"
+
+    def __init__(self, cfg: NotifyConfig, password: str, local_hostname: str) -> None:
+        self._cfg, self._password, self._local_hostname = cfg, password, local_hostname
+
+    def send(self, message: Message) -> None:
+        cfg = self._cfg
+        mail = EmailMessage()
+        mail["Subject"], mail["From"] = message.subject, cfg.email_from
+        mail["To"] = ", ".join(cfg.email_to)
+        mail["Date"] = formatdate(usegmt=True)
+        # Explicit hostnames: smtplib and make_msgid would otherwise look up the FQDN (can be slow).
+        mail["Message-ID"] = make_msgid("selfheal", domain=self._local_hostname)
+        mail.set_content(message.body)
+        where = f"{cfg.smtp_host}:{cfg.smtp_port}"
+        try:
+            with smtplib.SMTP(
+                cfg.smtp_host, cfg.smtp_port, self._local_hostname, timeout=cfg.timeout_s
+            ) as smtp:
+                if cfg.smtp_starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if cfg.smtp_username:
+                    smtp.login(cfg.smtp_username, self._password)
+                refused = smtp.send_message(mail)
+        except (smtplib.SMTPException, OSError) as exc:
+            retryable = _smtp_retryable(exc)
+            raise NotifyError(f"email via {where}: {exc!r}", retryable=retryable) from exc
+        if refused:
+            logger.warning("email via {}: recipients refused: {}", where, sorted(refused))
+
+    def close(self) -> None:
+        """Nothing to release: each message opens and closes its own connection."""
+
+
+def read_password(path: str) -> str:
+    """The SMTP password in ``path`` (its line ending dropped); ConfigError if unreadable."""
+    try:
+        password = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        shared = Path(path).stat().st_mode & 0o077
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"notify.smtp_password_file: cannot read {path}: {exc}") from exc
+    if not password:
+        raise ConfigError(f"notify.smtp_password_file: {path} is empty")
+    if shared:
+        logger.warning("notify.smtp_password_file {} is readable by others: chmod 600 it", path)
+    return password
+
+
+def build_channels(
+    cfg: NotifyConfig, hostname: str, transport: httpx.BaseTransport | None = None
+) -> list[Channel]:
+    """The channels ``cfg`` turns on (none by default); reads the password file."""
+    channels: list[Channel] = []
+    if cfg.webhook_url:
+        channels.append(WebhookChannel(cfg.webhook_url, cfg.timeout_s, transport))
+    if cfg.smtp_host:
+        password = read_password(cfg.smtp_password_file) if cfg.smtp_password_file else ""
+        channels.append(SmtpChannel(cfg, password, hostname))
+    return channels
+
+
+# ----- retries --------------------------------------------------------------------------------
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    logger.warning(
+        "attempt {} failed ({}); retrying in {:.2f} s", state.attempt_number, error, wait
+    )
+
+
+def retrying(
+    attempts: int, initial_s: float, max_s: float, interrupt: threading.Event | None = None
+) -> Retrying:
+    """The one retry policy of notifications: up to ``attempts`` tries while the error is a
+    retryable NotifyError, waiting ``initial_s``, then double that each time, at most ``max_s``.
+
+    Setting ``interrupt`` cuts the current wait short and allows no further attempt (that keeps
+    ``Notifier.close`` bounded). Zero ``initial_s`` retries at once: the tests' mode.
+    """
+    event = interrupt or threading.Event()
+
+    def sleep(seconds: float) -> None:
+        event.wait(seconds)
+
+    return Retrying(
+        stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_when_event_set(event),
+        wait=tenacity.wait_exponential(multiplier=initial_s, max=max_s),
+        retry=tenacity.retry_if_exception(lambda e: isinstance(e, NotifyError) and e.retryable),
+        sleep=sleep,
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+# ----- the notifier ---------------------------------------------------------------------------
+
+OnFailure = Callable[[str, Message, Exception], None]
+
+
+class Notifier:
+    """Sends notifications from one background daemon thread; its callers only enqueue.
+
+    ``on_failure(channel, message, error)`` runs on that thread when a channel gives up on a
+    message (so the daemon can audit it); it should return quickly.
+    """
+
+    def __init__(
+        self,
+        cfg: NotifyConfig,
+        *,
+        hostname: str | None = None,
+        channels: Sequence[Channel] | None = None,
+        on_failure: OnFailure | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self.hostname = hostname or socket.gethostname()
+        self._channels = list(build_channels(cfg, self.hostname) if channels is None else channels)
+        self._on_failure = on_failure
+        self._queue: deque[Message] = deque()
+        self._cond = threading.Condition()
+        self._closing = threading.Event()
+        self._deadline = float("inf")  # monotonic; close() sets it
+        self._thread: threading.Thread | None = None
+        if self._channels:
+            self._thread = threading.Thread(target=self._run, name="selfheal-notify", daemon=True)
+            self._thread.start()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any channel is configured; if none is, every call is a no-op."""
+        return self._thread is not None
+
+    def notify_incident(self, record: Record) -> None:
+        """Queue a message about one escalated incident record; returns at once."""
+        if self.enabled:
+            self._enqueue(incident_message(record, self.hostname))
+
+    def send_digest(self, records: Iterable[Record], day: date) -> bool:
+        """Queue the digest of UTC ``day``; returns at once, False if there was nothing to tell."""
+        summary = digest_summary(records, day)
+        if summary is None:
+            return False
+        text = f"selfheal on {self.hostname}: {_digest_line(summary)}"
+        n = summary["incidents"]
+        subject = f"[selfheal] digest {summary['day']}: {n} issue{'' if n == 1 else 's'}"
+        payload = {"text": text, "host": self.hostname, "digest": summary}
+        if self.enabled:
+            self._enqueue(Message("digest", subject, text, text + "\n", payload))
+        return True
+
+    def _enqueue(self, message: Message) -> None:
+        with self._cond:
+            closing = self._closing.is_set()
+            full = not closing and len(self._queue) >= self._cfg.queue_size
+            dropped = message if closing else self._queue.popleft() if full else None
+            if not closing:
+                self._queue.append(message)
+                self._cond.notify()
+        if dropped is not None:  # logged outside the lock: a slow log sink must not hold it
+            why = "notifier closed" if closing else f"queue full ({self._cfg.queue_size})"
+            logger.warning("{}: dropped notification {!r}", why, dropped.subject)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing.is_set():
+                    self._cond.wait()
+                if self._queue and time.monotonic() >= self._deadline:
+                    logger.warning("notifier closed: {} unsent messages dropped", len(self._queue))
+                    self._queue.clear()
+                if not self._queue:
+                    return
+                message = self._queue.popleft()
+            for channel in self._channels:
+                self._deliver(channel, message)
+
+    def _deliver(self, channel: Channel, message: Message) -> None:
+        cfg = self._cfg
+        policy = retrying(cfg.retries + 1, cfg.backoff_initial_s, cfg.backoff_max_s, self._closing)
+        try:
+            for attempt in policy:
+                with attempt:
+                    channel.send(message)
+        except Exception as exc:  # the thread's boundary: log, report, go on with the next one
+            trace = not isinstance(exc, NotifyError)  # anything else is a bug: show where
+            logger.opt(exception=exc if trace else None).error(
+                "{} gave up on {!r}: {}", channel.name, message.subject, exc
+            )
+            try:
+                if self._on_failure is not None:
+                    self._on_failure(channel.name, message, exc)
+            except Exception as callback_exc:  # nor may a failing callback end the thread
+                logger.opt(exception=callback_exc).error("notify on_failure callback raised")
+        else:
+            logger.info("{} sent {!r}", channel.name, message.subject)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the thread: what is queued gets one attempt each (no more waits) for up to
+        ``timeout`` s, then is dropped. True if the thread ended in time; if not, it is left to
+        die with the process (a daemon thread) and the channels stay open."""
+        with self._cond:
+            self._deadline = time.monotonic() + timeout
+            self._closing.set()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("notifier thread still sending after {} s; leaving it", timeout)
+                return False
+        for channel in self._channels:
+            channel.close()
+        return True
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
