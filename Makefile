@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint bench-coldstart bench-recovery bench-serving clean
+.PHONY: run test lint browser bench-coldstart bench-recovery bench-serving clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/selfheal run --config $(CONFIG)
 
-test: $(VENV)/.installed-test
+# The dashboard tests drive Debian's chromium; installed here when missing (needs root, as in CI).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check selfheal_daemon service tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest

@@ -19,6 +19,7 @@ from loguru import logger
 from selfheal_daemon.errors import (
     ChecksumMismatchError,
     ConfigError,
+    ControlError,
     DataError,
     RegistryError,
     SelfhealError,
@@ -36,6 +37,7 @@ EXIT_CODES: dict[type[SelfhealError], int] = {
     RegistryError: 5,
     TrainingError: 7,
     ServiceStartError: 8,
+    ControlError: 9,
 }
 """Exit codes by error type (most specific first); 1 is any other failure, 2 a usage error."""
 
@@ -211,6 +213,198 @@ def models_verify(config: ConfigOption = None, as_json: JsonOption = False) -> N
         typer.echo(f"{sum(r.ok for r in results)} of {len(results)} version(s) verified")
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_CODES[ChecksumMismatchError])
+
+
+# ----- operating a running daemon -------------------------------------------------------------
+
+
+def _client(config: Path | None) -> Any:
+    from selfheal_daemon.client import ControlClient
+
+    return ControlClient(_load(config))
+
+
+@app.command()
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """The running daemon: workers, models, last drift and quality results, open incidents."""
+    from selfheal_daemon.cli_ops import format_status
+
+    try:
+        with _client(config) as client:
+            data = client.get("/status")
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(data, indent=2) if as_json else format_status(data))
+
+
+def _read_trail(config: Path | None) -> tuple[Config, list[dict[str, Any]], int]:
+    from selfheal_daemon.audit import ReadStats, read_records
+
+    cfg = _load(config)
+    stats = ReadStats()
+    records = list(read_records(cfg.audit_dir, stats))
+    return cfg, records, stats.unreadable
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+@app.command()
+def history(
+    config: ConfigOption = None,
+    since: Annotated[
+        str | None, typer.Option(help="only records after this: 90s, 30m, 2h, 7d or an ISO date")
+    ] = None,
+    issue: Annotated[str | None, typer.Option(help="only this issue kind")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many records")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """The audit trail, newest first (rotated files included; the daemon need not run)."""
+    from selfheal_daemon.report import filter_history, parse_since
+    from selfheal_daemon.report_format import format_history
+
+    try:
+        _cfg, records, _bad = _read_trail(config)
+        moment = parse_since(since, _now()) if since else None
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    except ValueError as exc:
+        typer.echo(f"selfheal: error: --since: {exc}", err=True)
+        raise typer.Exit(2) from None
+    rows = filter_history(records, since=moment, issue=issue, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        typer.echo("no audit records match")
+    else:
+        typer.echo(format_history(rows))
+
+
+@app.command()
+def report(
+    config: ConfigOption = None,
+    days: Annotated[
+        int | None, typer.Option(min=1, help="the last N days (default: the whole trail)")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Self-healing metrics from the trail: MTTR, incidents by kind and outcome, per day, MTBF."""
+    import dataclasses
+
+    from selfheal_daemon.report import build_report
+    from selfheal_daemon.report_format import format_report
+
+    try:
+        cfg, records, unreadable = _read_trail(config)
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    result = build_report(
+        records,
+        now=_now(),
+        days=days,
+        manual_minutes_per_incident=cfg.report.manual_minutes_per_incident,
+        hourly_rate=cfg.report.hourly_rate,
+    )
+    result = dataclasses.replace(result, unreadable=result.unreadable + unreadable)
+    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else format_report(result))
+
+
+def _act(config: Path | None, action: str, **params: Any) -> dict[str, Any]:
+    try:
+        with _client(config) as client:
+            result: dict[str, Any] = client.act(action, **params)
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    return result
+
+
+def _accepted(what: str, result: dict[str, Any]) -> None:
+    typer.echo(f"{what} (incident {result.get('incident_id', '-')}); follow: selfheal history")
+
+
+@app.command()
+def restart(config: ConfigOption = None) -> None:
+    """Replace every worker now (no dropped connection); audited as manual."""
+    _accepted("restart started", _act(config, "restart"))
+
+
+@app.command()
+def rollback(
+    config: ConfigOption = None,
+    to: Annotated[str | None, typer.Option("--to", help="version (default: last_good)")] = None,
+) -> None:
+    """Serve an earlier model version on every worker; audited as manual."""
+    result = _act(config, "rollback", to=to)
+    _accepted(f"rolling back to {result.get('to')}", result)
+
+
+@app.command()
+def pause(config: ConfigOption = None) -> None:
+    """Stop automatic healing: detections are still recorded, nothing is acted on."""
+    _act(config, "pause")
+    typer.echo("healing paused: detections are recorded but not acted on (selfheal resume)")
+
+
+@app.command()
+def resume(config: ConfigOption = None) -> None:
+    """Heal again; what was skipped while paused is handled now."""
+    _act(config, "resume")
+    typer.echo("healing resumed")
+
+
+@app.command()
+def retrain(config: ConfigOption = None) -> None:
+    """Retrain now and promote through the gate (needs the model-healing loop)."""
+    typer.echo(json.dumps(_act(config, "retrain"), indent=2))
+
+
+@app.command()
+def check(config: ConfigOption = None) -> None:
+    """Run the monitoring jobs now and print the verdicts (needs the model-healing loop)."""
+    typer.echo(json.dumps(_act(config, "check"), indent=2))
+
+
+@app.command()
+def drill(
+    kind: Annotated[
+        str, typer.Argument(help="crash, hang, leak, bad-model, corrupt-artifact or drift")
+    ],
+    config: ConfigOption = None,
+    timeout: Annotated[float, typer.Option(min=1, help="give up waiting after seconds")] = 180.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Inject a real fault into the running system; print detection time and time to recovery."""
+    from selfheal_daemon.cli_ops import follow_drill
+
+    try:
+        with _client(config) as client:
+            started = client.act("drill", kind=kind)
+            if not as_json:
+                where = (
+                    f" on worker {started['worker']}" if started.get("worker") is not None else ""
+                )
+                typer.echo(f"{kind} drill: fault injected{where}: {started['details']}")
+            seen = follow_drill(client, started, timeout_s=timeout)
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps({"drill": started, "result": seen.__dict__}, indent=2))
+    elif seen.incident_id is None:
+        typer.echo(f"{kind} drill: NOT DETECTED within {timeout:.0f} s")
+    else:
+        typer.echo(
+            f"{kind} drill: detected in {seen.detected_s:.3f} s ({started['issue']}:"
+            f" {seen.detection}), incident {seen.incident_id}"
+        )
+        if seen.outcome is None:
+            typer.echo(f"{kind} drill: NOT RECOVERED within {timeout:.0f} s")
+        else:
+            typer.echo(f"{kind} drill: {seen.outcome} in {seen.recovered_s:.3f} s")
+    if seen.outcome != "resolved":
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -133,6 +133,47 @@ class GateConfig(_Section):
     min_r2: float = Field(default=0.70, ge=-1, le=1)
 
 
+class AuditConfig(_Section):
+    """The audit trail: ``audit/audit.jsonl``, rotated by size, old files gzip-compressed."""
+
+    rotate_mb: float = Field(default=10.0, gt=0, le=10_000)
+    retain_files: int = Field(default=30, ge=1, le=100_000)
+    compress: bool = True
+    availability_interval_s: PositiveSeconds = 300.0
+
+
+class ControlConfig(_Section):
+    """The control endpoint: a unix socket in ``run/``; optionally also TCP on loopback."""
+
+    socket_mode: int = Field(default=0o600, ge=0, le=0o777)
+    open_reads: bool = True
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int = Field(default=0, ge=0, le=65535)
+    action_timeout_s: PositiveSeconds = 30.0
+
+    @field_validator("tcp_host")
+    @classmethod
+    def _loopback(cls, v: str) -> str:
+        return _require_loopback(v, "tcp_host")
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _private(cls, v: int) -> int:
+        if v & 0o007:
+            raise ValueError(
+                f"socket_mode must not grant access to other users (got {oct(v)}; use 0o600 or"
+                " 0o660)"
+            )
+        return v
+
+
+class ReportConfig(_Section):
+    """What ``selfheal report`` prices the automatic handling at; 0 turns the estimate off."""
+
+    manual_minutes_per_incident: float = Field(default=0.0, ge=0, le=10_000)
+    hourly_rate: float = Field(default=0.0, ge=0, le=1_000_000)
+
+
 class LoggingConfig(_Section):
     """Human-readable logs on stderr."""
 
@@ -149,6 +190,9 @@ class Config(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     training: TrainingConfig = TrainingConfig()
     gate: GateConfig = GateConfig()
+    audit: AuditConfig = AuditConfig()
+    control: ControlConfig = ControlConfig()
+    report: ReportConfig = ReportConfig()
     logging: LoggingConfig = LoggingConfig()
     source: Path | None = Field(None, exclude=True, strict=False)
 
@@ -159,6 +203,18 @@ class Config(_Section):
     @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.state_dir / "audit"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.run_dir / "control.sock"
+
+    @property
+    def control_token_file(self) -> Path:
+        return self.run_dir / "control.token"
 
     @property
     def training_data(self) -> Path | None:

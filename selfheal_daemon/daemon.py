@@ -7,12 +7,16 @@ the queue, asks the pure ``policy.decide`` what to do, and hands each action to 
 Signals: SIGTERM and SIGINT stop the daemon and every worker; SIGHUP is a manual restart (forgets
 crash-loop state and backoff, replaces every worker without dropping a connection).
 
+Every report of the policy becomes an audit record (``operations.Recorder``); control requests
+from the endpoint's thread arrive on the same queue and are carried out here (``Operations``).
+
 systemd: READY once every worker is ready, STATUS on every change of the worker count, WATCHDOG
 from the loop itself (the scheduler only posts a heartbeat; a stuck loop sends none), STOPPING.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import threading
@@ -30,6 +34,7 @@ from loguru import logger
 from selfheal_daemon.adapters.probe import HealthProbe
 from selfheal_daemon.adapters.systemd import SystemdNotifier
 from selfheal_daemon.adapters.workers import WorkerHandle, WorkerPool
+from selfheal_daemon.audit import AuditLog
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
 from selfheal_daemon.errors import SelfhealError
@@ -53,6 +58,8 @@ from selfheal_daemon.events import (
     WorkerReady,
     WorkerSpawned,
 )
+from selfheal_daemon.metrics import DaemonMetrics
+from selfheal_daemon.operations import ControlRequest, Operations, Recorder
 from selfheal_daemon.policy import PolicyConfig, SupervisorState, decide
 from selfheal_daemon.registry import ModelRegistry
 from selfheal_daemon.states import WorkerState
@@ -66,7 +73,7 @@ class _Heartbeat:
     """Scheduler says: tell systemd's watchdog we are alive (sent from the loop itself)."""
 
 
-Item = Event | _Heartbeat
+Item = Event | _Heartbeat | ControlRequest
 
 
 class Executor:
@@ -79,17 +86,22 @@ class Executor:
         registry: ModelRegistry,
         post: Callable[[Event], None],
         cfg: Config,
+        *,
+        recorder: Recorder,
     ) -> None:
         self.pool = pool
         self.probe = probe
         self.registry = registry
         self.post = post
         self.cfg = cfg
+        self.recorder = recorder
 
     def apply(self, action: Action) -> None:
         match action:
             case StartWorker():
                 logger.info("starting a worker in slot {}: {}", action.worker, action.reason)
+                if action.reason != "daemon start":
+                    self.recorder.metrics.on_restart()
                 try:
                     self.pool.start(action.worker)
                 except (SelfhealError, OSError) as exc:  # a failed start is a crash to the policy
@@ -108,6 +120,7 @@ class Executor:
                 self.post(ModelChanged(serving=action.version, last_good=action.version))
             case Report():
                 _log_report(action)
+                self.recorder.report(action)
 
     def _rollback(self, action: RollbackModel) -> None:
         logger.error("rolling back to model {}: {}", action.to, action.reason)
@@ -162,15 +175,22 @@ class Daemon:
         registry: ModelRegistry,
         notifier: SystemdNotifier,
         events: queue.SimpleQueue[Item],
+        audit: AuditLog,
         adopted: list[WorkerHandle] | None = None,
+        on_escalated: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
         self.pool = pool
         self.probe = probe
+        self.registry = registry
         self.notifier = notifier
         self.events = events
-        self.executor = Executor(pool, probe, registry, self.events.put, cfg)
+        self.metrics = DaemonMetrics()
+        self.recorder = Recorder(audit, clock, self.metrics, on_escalated)
+        self.executor = Executor(
+            pool, probe, registry, self.events.put, cfg, recorder=self.recorder
+        )
         self.policy_cfg = PolicyConfig(
             restart=cfg.restart,
             probe=cfg.probe,
@@ -182,6 +202,19 @@ class Daemon:
         )
         self._adopted = adopted or []
         self._snapshot = self.state
+        self.operations = Operations(
+            cfg,
+            clock=clock,
+            pool=pool,
+            registry=registry,
+            recorder=self.recorder,
+            handle=self._handle,
+            state=lambda: self.state,
+        )
+        self.started_at = clock.utcnow()
+        self._started_mono = clock.monotonic()
+        self._window_start = clock.monotonic()
+        self._probes = [0, 0]  # sent, answered, since the last availability record
         self._probe_pool = ThreadPoolExecutor(
             max_workers=cfg.service.workers * 2, thread_name_prefix="probe"
         )
@@ -221,7 +254,7 @@ class Daemon:
         ]
         for worker, pid, future in futures:
             outcome = future.result()
-            self.events.put(ProbeResult(worker, pid, outcome.ok, outcome.detail))
+            self.events.put(ProbeResult(worker, pid, outcome.ok, outcome.detail, outcome.latency_s))
 
     def sample_resources(self) -> None:
         """Read each ready worker's RSS and CPU share since the last sample (psutil)."""
@@ -263,6 +296,9 @@ class Daemon:
             logger.info(
                 "adopted worker {} (pid {}, model {})", handle.worker, handle.pid, handle.version
             )
+        self.recorder.bookkeeping(
+            "lifecycle", "daemon_start", {"pid": os.getpid(), "adopted": len(self._adopted)}
+        )
         self.pool.warm_up()
         self._handle(StartRequested())
         self.scheduler.start()
@@ -274,18 +310,53 @@ class Daemon:
                     item = Tick()
                 if isinstance(item, _Heartbeat):
                     self.notifier.watchdog()
+                elif isinstance(item, ControlRequest):
+                    self.operations.serve(item)
                 else:
                     self._handle(item)
+                self._after_item()
                 self._enforce_shutdown_deadline()
         finally:
+            self._availability(final=True)
+            self.recorder.bookkeeping(
+                "lifecycle",
+                "daemon_stop",
+                {"pid": os.getpid(), "uptime_s": round(self.uptime_s(), 3)},
+            )
             self.scheduler.shutdown(wait=False)
             self._probe_pool.shutdown(wait=False, cancel_futures=True)
             self.pool.close()
             self.probe.close()
             logger.info("all workers stopped")
 
+    def uptime_s(self) -> float:
+        return self.clock.monotonic() - self._started_mono
+
+    def _after_item(self) -> None:
+        self.operations.check_follow_ups(self.state)
+        self.metrics.on_state(self.state)
+        self._availability()
+        self.recorder.audit.flush_pending()
+
+    def _availability(self, *, final: bool = False) -> None:
+        """Every ``audit.availability_interval_s``, record the share of probes answered."""
+        now = self.clock.monotonic()
+        elapsed = now - self._window_start
+        if not final and elapsed < self.cfg.audit.availability_interval_s:
+            return
+        sent, answered = self._probes
+        if sent:
+            details = {"probes": sent, "answered": answered, "window_s": round(elapsed, 3)}
+            self.recorder.bookkeeping("availability", "probe_window", details)
+        self._probes = [0, 0]
+        self._window_start = now
+
     def _handle(self, event: Event) -> None:
         before = self.state
+        if isinstance(event, ProbeResult):
+            self._probes[0] += 1
+            self._probes[1] += event.ok
+            self.metrics.on_probe(event.worker, event.ok, event.latency_s)
         decision = decide(event, self.state, self.clock.monotonic(), self.policy_cfg)
         self.state = self._snapshot = decision.state
         if isinstance(event, WorkerSpawned):
@@ -293,6 +364,8 @@ class Daemon:
         for action in decision.actions:
             try:
                 self.executor.apply(action)
+                if isinstance(action, RollbackModel):
+                    self.operations.after_rollback(action)
             except Exception:  # the tick boundary: one failed action must not end supervision
                 logger.opt(exception=True).error("action {} failed; carrying on", action)
         if isinstance(event, ShutdownRequested) and self._shutdown_started is None:

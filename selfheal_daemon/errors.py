@@ -51,3 +51,7 @@ class TrainingError(SelfhealError):
 
 class ServiceStartError(SelfhealError):
     """A service worker exited or did not become ready within its start timeout."""
+
+
+class ControlError(SelfhealError):
+    """The daemon's control endpoint cannot be reached, or refused a request."""

@@ -38,6 +38,20 @@ class ManualRestart:
 
 
 @dataclass(frozen=True)
+class PauseHealing:
+    """A person asked to stop automatic actions; detections are still recorded."""
+
+    reason: str = "manual pause"
+
+
+@dataclass(frozen=True)
+class ResumeHealing:
+    """Automatic actions again; what was skipped while paused is handled now."""
+
+    reason: str = "manual resume"
+
+
+@dataclass(frozen=True)
 class WorkerSpawned:
     """A process now runs in ``worker``'s slot (a primary start or a surge successor)."""
 
@@ -90,6 +104,7 @@ class ProbeResult:
     pid: int
     ok: bool
     detail: str = ""
+    latency_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,8 @@ Event = (
     | StartRequested
     | ShutdownRequested
     | ManualRestart
+    | PauseHealing
+    | ResumeHealing
     | WorkerSpawned
     | WorkerAdopted
     | WorkerExited
@@ -148,10 +165,15 @@ class StopWorker:
 
 @dataclass(frozen=True)
 class RollbackModel:
-    """Serve ``to`` instead of the current model: point ``current`` at it and restart on it."""
+    """Serve ``to`` instead of the current model: point ``current`` at it and restart on it.
+
+    ``issue`` is the incident the rollback heals (its resolution is recorded once every worker
+    serves ``to``), or empty when another rule resolves it (a crash loop clears when stable).
+    """
 
     to: str
     reason: str
+    issue: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,8 +187,8 @@ class ConfirmModel:
 class Report:
     """A detection or an outcome worth recording (the audit trail's input).
 
-    ``outcome`` is empty for a detection still being handled, else ``resolved``, ``failed`` or
-    ``escalated``.
+    ``outcome`` is empty for a detection still being handled, else ``resolved``, ``failed``,
+    ``skipped`` (the reason in details) or ``escalated``. ``action`` names what was done about it.
     """
 
     issue: str
@@ -174,6 +196,8 @@ class Report:
     worker: int | None
     details: dict[str, Any] = field(default_factory=dict)
     outcome: str = ""
+    action: str = ""
+    manual: bool = False
 
 
 Action = StartWorker | StopWorker | RollbackModel | ConfirmModel | Report

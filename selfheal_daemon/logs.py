@@ -12,4 +12,10 @@ _FORMAT = "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> {messag
 def configure_logging(level: str = "INFO") -> None:
     """Human-readable lines on stderr at ``level`` and above (colour only on a terminal)."""
     logger.remove()
-    logger.add(sys.stderr, level=level, format=_FORMAT, colorize=sys.stderr.isatty())
+    logger.add(
+        sys.stderr,
+        level=level,
+        format=_FORMAT,
+        colorize=sys.stderr.isatty(),
+        filter=lambda record: "audit_sink" not in record["extra"],  # audit lines go to their file
+    )

@@ -17,6 +17,10 @@
 - A model that served with every worker ready for ``stable_after_s`` is confirmed as ``last_good``.
 - Every incident of a slot is reported when detected and again, ``resolved`` with the time it took,
   when that slot is ready again.
+- ``deployment_failure``: a successor started on a newly deployed model exits before it is ready
+  and the model is not yet confirmed: every worker is rolled back to ``last_good`` (once).
+- pause: while paused, every detection is still reported (``skipped``, "healing paused") but no
+  automatic action is taken; resume restarts what waits and replaces what hung meanwhile.
 - shutdown: every live process is stopped and nothing is restarted.
 """
 
@@ -30,9 +34,11 @@ from selfheal_daemon.events import (
     Event,
     ManualRestart,
     ModelChanged,
+    PauseHealing,
     ProbeResult,
     Report,
     ResourceSample,
+    ResumeHealing,
     RollbackModel,
     ShutdownRequested,
     StartRequested,
@@ -65,7 +71,7 @@ def decide(event: Event, state: SupervisorState, now: float, cfg: PolicyConfig) 
     return Decision(new, tuple(actions))
 
 
-def _apply(event: Event, state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:  # noqa: PLR0911
+def _apply(event: Event, state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:  # noqa: PLR0911, PLR0912
     match event:
         case StartRequested():
             return _start_all(state)
@@ -73,6 +79,10 @@ def _apply(event: Event, state: SupervisorState, now: float, cfg: PolicyConfig) 
             return _shutdown(state, event.reason)
         case ManualRestart():
             return _manual_restart(state, event.reason)
+        case PauseHealing():
+            return replace(state, paused=True), []
+        case ResumeHealing():
+            return _resume(state, now, cfg)
         case Tick():
             return _tick(state, now, cfg)
         case WorkerSpawned():
@@ -127,6 +137,7 @@ def _close_incident(slot: WorkerSlot, now: float) -> tuple[WorkerSlot, list[Acti
         worker=slot.worker,
         details={"pid": slot.pid, "time_to_recover_s": round(now - slot.incident_since, 3)},
         outcome="resolved",
+        action="confirmed_ready",
     )
     return replace(slot, incident="", incident_since=None), [report]
 
@@ -154,6 +165,7 @@ def _count_restart(state: SupervisorState, now: float, cfg: PolicyConfig) -> Res
                 "next": f"rollback to {state.last_good}" if rollback else "slow retries",
             },
             outcome="escalated",
+            action="rollback" if rollback else "slow_retries",
         )
     ]
     state = replace(state, crash_loop_since=now)
@@ -191,6 +203,7 @@ def _promote_successor(slot: WorkerSlot, state: WorkerState, ready_at: float | N
         replacing=False,
         successor_pid=None,
         successor_started_at=None,
+        stale=False,
     )
 
 
@@ -232,7 +245,15 @@ def _manual_restart(state: SupervisorState, reason: str) -> Result:
     actions: list[Action] = []
     if state.in_crash_loop:
         actions.append(
-            Report("crash_loop", "manual_restart", None, {"reason": reason}, outcome="resolved")
+            Report(
+                "crash_loop",
+                "manual_restart",
+                None,
+                {"reason": reason},
+                outcome="resolved",
+                action="restart",
+                manual=True,
+            )
         )
     new = replace(state, restart_times=(), crash_loop_since=None, rolled_back=False)
     new, more = _restart_all(new, reason)
@@ -258,6 +279,8 @@ def _restart_all(state: SupervisorState, reason: str) -> Result:
 def _tick(state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:
     actions: list[Action] = []
     new = state
+    if state.paused and not state.shutting_down:
+        return state, []  # no timer acts while paused
     for slot in state.workers:
         if slot.state is WorkerState.BACKOFF and slot.retry_at is not None and now >= slot.retry_at:
             if state.shutting_down:
@@ -287,9 +310,24 @@ def _tick(state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:
         return new, actions
     every_stable = all(_stable(s, now, cfg) for s in new.workers)
     if new.in_crash_loop and every_stable:
-        actions.append(Report("crash_loop", "all_workers_stable", None, {}, outcome="resolved"))
+        actions.append(
+            Report(
+                "crash_loop",
+                "all_workers_stable",
+                None,
+                {},
+                outcome="resolved",
+                action="confirmed_ready",
+            )
+        )
         new = replace(new, crash_loop_since=None, restart_times=())
-    elif every_stable and not new.confirming and new.serving and new.serving != new.last_good:
+    elif (
+        every_stable
+        and not new.confirming
+        and new.serving
+        and new.serving != new.last_good
+        and not any(s.stale for s in new.workers)  # confirmed only once every worker runs it
+    ):
         actions.append(ConfirmModel(new.serving))
         new = replace(new, confirming=True)
     return new, actions
@@ -319,7 +357,7 @@ def _ready(state: SupervisorState, event: WorkerReady, now: float) -> Result:
             actions.append(StopWorker(slot.worker, slot.pid, f"replaced ({slot.replace_reason})"))
         slot = _promote_successor(slot, WorkerState.READY, ready_at=now)
     elif slot.pid == event.pid and slot.state is WorkerState.STARTING:
-        slot = replace(slot, state=WorkerState.READY, ready_at=now, probe_failures=0)
+        slot = replace(slot, state=WorkerState.READY, ready_at=now, probe_failures=0, stale=False)
     else:
         return state, []  # stale news about a process that is gone or being stopped
     slot, closing = _close_incident(slot, now)
@@ -332,23 +370,54 @@ def _exited(state: SupervisorState, event: WorkerExited, now: float, cfg: Policy
         return _successor_exited(state, slot, event, now, cfg)
     if event.pid != slot.pid:
         if event.pid is None and slot.replacing and slot.successor_pid is None:
-            failed = Report(
-                "resource_limit" if slot.replace_reason == "resource_limit" else "service_crash",
-                "successor_spawn_failed",
-                slot.worker,
-                {"detail": event.detail, "replacing_for": slot.replace_reason},
-                outcome="failed",
-            )
-            return state.with_slot(replace(slot, replacing=False)), [failed]
+            return _surge_spawn_failed(state, slot, event)
         return state, []  # an older process of this slot; its successor is already running
     if slot.state is WorkerState.STOPPING or state.shutting_down:
         return state.with_slot(replace(slot, state=WorkerState.STOPPED, pid=None)), []
     return _crashed(state, slot, event, now, cfg)
 
 
+def _surge_spawn_failed(state: SupervisorState, slot: WorkerSlot, event: WorkerExited) -> Result:
+    """A successor asked for beside a running worker could not even be started."""
+    slot = replace(slot, replacing=False)
+    details = {"detail": event.detail, "worker": slot.worker}
+    if _deploying(state, slot):
+        return _deployment_failed(state.with_slot(slot), "successor_spawn_failed", details)
+    if slot.replace_reason == f"serve {state.serving}" and state.rolled_back:
+        more = Report(  # another worker of the deployment being rolled back
+            "deployment_failure", "successor_spawn_failed", None, details, action="rollback"
+        )
+        return state.with_slot(slot), [more]
+    failed = Report(
+        "resource_limit" if slot.replace_reason == "resource_limit" else "service_crash",
+        "successor_spawn_failed",
+        slot.worker,
+        {"detail": event.detail, "replacing_for": slot.replace_reason},
+        outcome="failed",
+        action="keep_serving",
+    )
+    return state.with_slot(replace(slot, replacing=False)), [failed]
+
+
 def _crashed(
     state: SupervisorState, slot: WorkerSlot, event: WorkerExited, now: float, cfg: PolicyConfig
 ) -> Result:
+    detection = "worker_exit" if event.pid is not None else "spawn_failed"
+    if state.paused and slot.successor_pid is None and not slot.replacing:
+        paused = {"pid": event.pid, "returncode": event.returncode, "reason": "healing paused"}
+        report = Report(
+            "service_crash", detection, slot.worker, paused, outcome="skipped", action="none"
+        )
+        down = replace(
+            _open_incident(slot, "service_crash", now),
+            state=WorkerState.BACKOFF,
+            pid=None,
+            retry_at=None,
+            ready_at=None,
+            probe_failures=0,
+            over_limit_since=None,
+        )
+        return state.with_slot(down), [report]
     state, actions = _count_restart(state, now, cfg)
     delay = 0.0 if slot.successor_pid or slot.replacing else _restart_delay(slot, state, cfg)
     details: dict[str, object] = {
@@ -359,8 +428,8 @@ def _crashed(
     }
     if event.detail:
         details["detail"] = event.detail
-    detection = "worker_exit" if event.pid is not None else "spawn_failed"
-    actions.insert(0, Report("service_crash", detection, slot.worker, details))
+    action = "restart" if delay == 0 else "restart_after_backoff"
+    actions.insert(0, Report("service_crash", detection, slot.worker, details, action=action))
     crashed = replace(
         _open_incident(slot, "service_crash", now),
         pid=None,
@@ -388,16 +457,48 @@ def _successor_exited(
     slot = replace(slot, successor_pid=None, successor_started_at=None, replacing=False)
     if state.shutting_down:
         return state.with_slot(slot), []
+    details = {
+        "pid": event.pid,
+        "returncode": event.returncode,
+        "replacing_for": slot.replace_reason,
+    }
+    if _deploying(state, slot):
+        return _deployment_failed(
+            state.with_slot(slot), "successor_exited", {**details, "worker": slot.worker}
+        )
     state, actions = _count_restart(state, now, cfg)
     issue = "resource_limit" if slot.replace_reason == "resource_limit" else "service_crash"
     failed = Report(
-        issue,
-        "successor_exited",
-        slot.worker,
-        {"pid": event.pid, "returncode": event.returncode, "replacing_for": slot.replace_reason},
-        outcome="failed",
+        issue, "successor_exited", slot.worker, details, outcome="failed", action="keep_serving"
     )
     return state.with_slot(slot), [failed, *actions]
+
+
+def _deploying(state: SupervisorState, slot: WorkerSlot) -> bool:
+    """Was ``slot`` being moved to a newly deployed, unconfirmed model that can be rolled back?"""
+    return (
+        slot.replace_reason == f"serve {state.serving}"
+        and state.last_good is not None
+        and state.serving != state.last_good
+        and not state.rolled_back
+    )
+
+
+def _deployment_failed(
+    state: SupervisorState, detection: str, details: dict[str, object]
+) -> Result:
+    """A worker could not come up on the new model: every worker goes back to ``last_good``."""
+    assert state.last_good is not None  # noqa: S101 - checked by _deploying
+    report = Report(
+        "deployment_failure",
+        detection,
+        None,
+        {**details, "version": state.serving, "rollback_to": state.last_good},
+        action="rollback",
+    )
+    reason = f"a worker could not start on {state.serving}"
+    rollback = RollbackModel(to=state.last_good, reason=reason, issue="deployment_failure")
+    return replace(state, rolled_back=True), [report, rollback]
 
 
 def _start_timed_out(
@@ -421,6 +522,19 @@ def _probed(state: SupervisorState, event: ProbeResult, now: float, cfg: PolicyC
     if failures < cfg.probe.failure_threshold:
         return state.with_slot(replace(slot, probe_failures=failures)), []
     details = {"pid": slot.pid, "consecutive_failures": failures, "last_error": event.detail}
+    if state.paused:  # reported once when the threshold is reached; replaced on resume
+        slot = replace(slot, probe_failures=failures)
+        if failures > cfg.probe.failure_threshold:
+            return state.with_slot(slot), []
+        skipped = Report(
+            "service_hang",
+            "liveness_probe_failed",
+            slot.worker,
+            {**details, "reason": "healing paused"},
+            outcome="skipped",
+            action="none",
+        )
+        return state.with_slot(_open_incident(slot, "service_hang", now)), [skipped]
     return _replace_hung(
         state, slot, now, cfg, pid=event.pid, detection="liveness_probe_failed", details=details
     )
@@ -440,7 +554,7 @@ def _replace_hung(
     it serves nothing, and the shared socket's backlog holds connections for the others."""
     state, actions = _count_restart(state, now, cfg)
     actions[:0] = [
-        Report("service_hang", detection, slot.worker, details),
+        Report("service_hang", detection, slot.worker, details, action="kill_and_restart"),
         StopWorker(slot.worker, pid, reason=detection.replace("_", " ")),
     ]
     hung = replace(
@@ -480,6 +594,8 @@ def _sampled(
     slot = replace(slot, over_limit_since=since)
     if now - since < limits.sustained_s:
         return state.with_slot(slot), []
+    if state.paused and slot.incident == "resource_limit":
+        return state.with_slot(slot), []  # already reported as skipped
     report = Report(
         "resource_limit",
         over[0],
@@ -492,14 +608,65 @@ def _sampled(
             "max_cpu_percent": limits.max_cpu_percent,
             "sustained_s": round(now - since, 1),
         },
+        action="graceful_replace",
     )
+    if state.paused:
+        skipped = replace(
+            report,
+            outcome="skipped",
+            action="none",
+            details={**report.details, "reason": "healing paused"},
+        )
+        return state.with_slot(_open_incident(slot, "resource_limit", now)), [skipped]
     slot, start = _surge(_open_incident(slot, "resource_limit", now), "resource_limit")
     return state.with_slot(slot), [report, start]
+
+
+def _resume(state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:
+    """Healing again: start the slots left down while paused, replace the workers that hung."""
+    new = replace(state, paused=False)
+    actions: list[Action] = []
+    for slot in state.workers:
+        if slot.state is WorkerState.BACKOFF and slot.retry_at is None and not state.shutting_down:
+            actions.append(StartWorker(slot.worker, reason="healing resumed"))
+            new = new.with_slot(_pending_start(slot))
+        elif (
+            slot.state is WorkerState.READY
+            and slot.pid is not None
+            and slot.probe_failures >= cfg.probe.failure_threshold
+        ):
+            details: dict[str, object] = {
+                "pid": slot.pid,
+                "consecutive_failures": slot.probe_failures,
+            }
+            new, more = _replace_hung(
+                new,
+                slot,
+                now,
+                cfg,
+                pid=slot.pid,
+                detection="liveness_probe_failed",
+                details=details,
+            )
+            actions.extend(more)
+    return new, actions
 
 
 def _model_changed(state: SupervisorState, event: ModelChanged) -> Result:
     rolled = event.serving != state.serving
     new = replace(state, serving=event.serving, last_good=event.last_good, confirming=False)
+    if rolled and event.serving != event.last_good:
+        new = replace(new, rolled_back=False)  # a new deployment may be rolled back once
+    if rolled:  # a start still in flight now serves the new model (or fails as its deployment)
+        new = replace(
+            new,
+            workers=tuple(
+                replace(s, stale=True, replace_reason=f"serve {event.serving}")
+                if s.replacing and s.successor_pid is None
+                else replace(s, stale=True)
+                for s in new.workers
+            ),
+        )
     if not rolled:
         return new, []
     # The workers that run the old model are replaced; slots waiting in backoff are retried now.

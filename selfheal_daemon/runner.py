@@ -19,9 +19,18 @@ from selfheal_daemon.adapters.process import (
 from selfheal_daemon.adapters.systemd import SystemdNotifier
 from selfheal_daemon.adapters.template import TemplateSpec
 from selfheal_daemon.adapters.workers import WorkerPool
+from selfheal_daemon.audit import AuditLog
 from selfheal_daemon.bootstrap import ensure_model
+from selfheal_daemon.bridge import DaemonControl
 from selfheal_daemon.clock import SystemClock
 from selfheal_daemon.config import Config
+from selfheal_daemon.control import (
+    ControlServer,
+    bind_tcp,
+    bind_unix,
+    create_control_app,
+    ensure_token,
+)
 from selfheal_daemon.daemon import Daemon, Item
 from selfheal_daemon.registry import ModelRegistry
 
@@ -66,17 +75,47 @@ def run_daemon(cfg: Config) -> None:
             adopted = [pool.adopt(record, pidfd) for record, pidfd in leftovers.adopt]
             if leftovers.listener is not None:
                 logger.info("took over the service socket of the previous daemon's workers")
+            clock = SystemClock()
+            audit = AuditLog(
+                cfg.audit_dir,
+                clock=clock,
+                rotate_bytes=int(cfg.audit.rotate_mb * 2**20),
+                retain_files=cfg.audit.retain_files,
+                compress=cfg.audit.compress,
+            )
             daemon = Daemon(
                 cfg,
-                clock=SystemClock(),
+                clock=clock,
                 pool=pool,
                 probe=probe,
                 registry=registry,
                 notifier=notifier,
                 events=events,
+                audit=audit,
                 adopted=adopted,
             )
-            daemon.run()
+            control = _start_control(cfg, daemon)
+            try:
+                daemon.run()
+            finally:
+                control.stop()
+                audit.close()
     finally:
         notifier.close()
         release_daemon_pidfile(cfg.run_dir)
+
+
+def _start_control(cfg: Config, daemon: Daemon) -> ControlServer:
+    """The control endpoint on ``run/control.sock`` (and TCP on loopback when configured)."""
+    token = ensure_token(cfg.control_token_file)
+    app = create_control_app(DaemonControl(daemon), token, open_reads=cfg.control.open_reads)
+    sockets = [bind_unix(cfg.control_socket, cfg.control.socket_mode)]
+    if cfg.control.tcp_port:
+        sockets.append(bind_tcp(cfg.control.tcp_host, cfg.control.tcp_port))
+        logger.info(
+            "control endpoint also on http://{}:{}/", cfg.control.tcp_host, cfg.control.tcp_port
+        )
+    server = ControlServer(app, sockets, cfg.control_socket)
+    server.start()
+    logger.info("control endpoint on {}", cfg.control_socket)
+    return server

@@ -31,6 +31,7 @@ class WorkerSlot:
     replace_reason: str = ""
     incident: str = ""  # the issue this slot is recovering from, until it is ready again
     incident_since: float | None = None
+    stale: bool = False  # runs a model that is no longer the one to serve, until replaced
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class SupervisorState:
     crash_loop_since: float | None = None
     rolled_back: bool = False
     confirming: bool = False
+    paused: bool = False  # healing paused by a person: detect and record, act on nothing
 
     @classmethod
     def initial(

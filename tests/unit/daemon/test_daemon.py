@@ -4,9 +4,11 @@ one, talking to systemd."""
 from __future__ import annotations
 
 import queue
+from pathlib import Path
 from typing import Any
 
 from selfheal_daemon.adapters.probe import HealthProbe
+from selfheal_daemon.audit import AuditLog
 from selfheal_daemon.config import parse_config
 from selfheal_daemon.daemon import Daemon
 from selfheal_daemon.events import (
@@ -22,14 +24,19 @@ from tests.fakes import FakeClock, FakeNotifier, FakePool, FakeRegistry
 
 
 def build(
-    pool: FakePool | None = None, registry: FakeRegistry | None = None, workers: int = 1
+    tmp: Path,
+    pool: FakePool | None = None,
+    registry: FakeRegistry | None = None,
+    workers: int = 1,
 ) -> tuple[Daemon, queue.SimpleQueue[Any], FakeNotifier]:
-    cfg = parse_config({"service": {"workers": workers}})
+    cfg = parse_config({"service": {"workers": workers}, "state_dir": str(tmp)})
     events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     notifier = FakeNotifier()
+    clock = FakeClock()
     daemon = Daemon(
         cfg,
-        clock=FakeClock(),
+        clock=clock,
+        audit=AuditLog(cfg.audit_dir, clock=clock),
         pool=pool or FakePool(),  # type: ignore[arg-type]
         probe=HealthProbe(0.1),
         registry=registry or FakeRegistry(),  # type: ignore[arg-type]
@@ -46,9 +53,9 @@ def drain(events: queue.SimpleQueue[Any]) -> list[Any]:
     return out
 
 
-def test_start_that_cannot_spawn_is_reported_as_a_crash() -> None:
+def test_start_that_cannot_spawn_is_reported_as_a_crash(tmp_path: Path) -> None:
     """A start that cannot create its process comes back as WorkerExited: the policy backs off."""
-    daemon, events, _ = build(FakePool(fail_start=OSError("fork: out of memory")))
+    daemon, events, _ = build(tmp_path, FakePool(fail_start=OSError("fork: out of memory")))
     daemon._handle(StartRequested())
     (exited,) = drain(events)
     assert isinstance(exited, WorkerExited)
@@ -56,36 +63,36 @@ def test_start_that_cannot_spawn_is_reported_as_a_crash() -> None:
     assert "out of memory" in exited.detail
 
 
-def test_an_unexpected_error_in_an_action_does_not_stop_the_loop() -> None:
+def test_an_unexpected_error_in_an_action_does_not_stop_the_loop(tmp_path: Path) -> None:
     """A bug in one action is logged and the loop carries on with the next event."""
-    daemon, events, _ = build(FakePool(fail_start=RuntimeError("surprise")))
+    daemon, events, _ = build(tmp_path, FakePool(fail_start=RuntimeError("surprise")))
     daemon._handle(StartRequested())  # must not raise
     assert drain(events) == []
     assert daemon.state.slot(0).state.value == "starting"
 
 
-def test_rollback_points_current_back_and_restarts_the_template() -> None:
+def test_rollback_points_current_back_and_restarts_the_template(tmp_path: Path) -> None:
     """RollbackModel sets the alias, switches the pool's version, and reports the change."""
     pool, registry = FakePool(version="v3"), FakeRegistry(current="v3", last_good="v2")
-    daemon, events, _ = build(pool, registry)
+    daemon, events, _ = build(tmp_path, pool, registry)
     daemon.executor.apply(RollbackModel(to="v2", reason="crash loop"))
     assert registry.aliases["current"] == "v2"
     assert pool.versions == ["v2"]
     assert drain(events) == [ModelChanged(serving="v2", last_good="v2")]
 
 
-def test_confirmation_moves_last_good() -> None:
+def test_confirmation_moves_last_good(tmp_path: Path) -> None:
     """ConfirmModel makes the served version last_good and reports it."""
     registry = FakeRegistry(current="v3", last_good="v2")
-    daemon, events, _ = build(registry=registry)
+    daemon, events, _ = build(tmp_path, registry=registry)
     daemon.executor.apply(ConfirmModel("v3"))
     assert registry.aliases["last_good"] == "v3"
     assert drain(events) == [ModelChanged(serving="v3", last_good="v3")]
 
 
-def test_systemd_hears_ready_once_all_workers_serve_then_status_changes() -> None:
+def test_systemd_hears_ready_once_all_workers_serve_then_status_changes(tmp_path: Path) -> None:
     """READY goes out once, when the last worker is ready; STATUS follows every change of count."""
-    daemon, _, notifier = build(workers=2)
+    daemon, _, notifier = build(tmp_path, workers=2)
     daemon._handle(StartRequested())
     for worker, pid in ((0, 10), (1, 11)):
         daemon._handle(WorkerSpawned(worker, pid))

@@ -1,0 +1,161 @@
+"""The daemon as the control endpoint sees it: published snapshots to read, a queue to write.
+
+Reads run on the endpoint's threads and touch only immutable snapshots, the registry's files and
+the audit files; every action is a ``ControlRequest`` carried out by the daemon's loop, whose answer
+the caller waits for (bounded by ``control.action_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
+from typing import Any
+
+from selfheal_daemon import __version__
+from selfheal_daemon.audit import format_ts, parse_ts, read_records
+from selfheal_daemon.control import ActionRefused
+from selfheal_daemon.daemon import Daemon
+from selfheal_daemon.errors import SelfhealError
+from selfheal_daemon.operations import ControlRequest
+from selfheal_daemon.report import build_report, filter_history
+
+
+class DaemonControl:
+    """Implements ``control.ControlApi`` over a running ``Daemon``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.cfg = daemon.cfg
+
+    # ----- reads -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        d = self.daemon
+        state = d._snapshot
+        now = d.clock.monotonic()
+        workers = []
+        for slot in state.workers:
+            handle = d.pool.handle(slot.pid) if slot.pid is not None else None
+            workers.append(
+                {
+                    "worker": slot.worker,
+                    "pid": slot.pid,
+                    "state": slot.state.value,
+                    "restarts": slot.restarts,
+                    "model_version": handle.version if handle is not None else None,
+                    "retry_in_s": (
+                        round(max(0.0, slot.retry_at - now), 3)
+                        if slot.retry_at is not None
+                        else None
+                    ),
+                    "incident": slot.incident or None,
+                }
+            )
+        ready = sum(w["state"] == "ready" for w in workers)
+        latest = self._latest_checks()
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "started_at": format_ts(d.started_at),
+                "uptime_s": round(d.uptime_s(), 3),
+                "paused": state.paused,
+                "version": __version__,
+            },
+            "service": {
+                "host": self.cfg.service.host,
+                "port": self.cfg.service.port,
+                "workers_ready": ready,
+                "workers_total": len(workers),
+                "in_crash_loop": state.in_crash_loop,
+            },
+            "workers": workers,
+            "model": {
+                "serving": state.serving,
+                "current": self._model(d.registry.alias("current")),
+                "last_good": self._model(state.last_good),
+            },
+            "drift": {"last_check": latest.get("data_drift")},
+            "quality": {"last_check": latest.get("data_quality")},
+            "cooldowns": {
+                "crash_loop": state.in_crash_loop,
+                "restart_times_in_window": len(state.restart_times),
+                "restart_budget": self.cfg.restart.budget,
+            },
+            "open_incidents": list(d.recorder.open_incidents),
+            "audit": {"pending_writes": len(d.recorder.audit._pending)},
+        }
+
+    def _model(self, version: str | None) -> dict[str, Any] | None:
+        if not version:
+            return None
+        try:
+            info = self.daemon.registry.info(version)
+        except SelfhealError:
+            return {"version": version, "metrics": {}, "created_at": None}
+        return {"version": version, "metrics": info.metrics, "created_at": info.created_at}
+
+    def _latest_checks(self) -> dict[str, dict[str, Any]]:
+        """The last drift and data-quality results recorded in the trail."""
+        latest: dict[str, dict[str, Any]] = {}
+        for record in read_records(self.cfg.audit_dir):
+            issue = record.get("issue")
+            if issue in ("data_drift", "data_quality") and isinstance(record.get("details"), dict):
+                latest[str(issue)] = {"ts": record.get("ts"), **record["details"]}
+        return latest
+
+    def history(
+        self, since: datetime | None, issue: str | None, limit: int | None
+    ) -> list[dict[str, Any]]:
+        return filter_history(
+            read_records(self.cfg.audit_dir), since=since, issue=issue, limit=limit
+        )
+
+    def report(self, days: int | None) -> dict[str, Any]:
+        rc = self.cfg.report
+        return build_report(
+            read_records(self.cfg.audit_dir),
+            now=datetime.now(UTC),
+            days=days,
+            manual_minutes_per_incident=rc.manual_minutes_per_incident,
+            hourly_rate=rc.hourly_rate,
+        ).to_json()
+
+    def series(self) -> dict[str, Any]:
+        registry = self.daemon.registry
+        metric = []
+        for version in registry.versions():
+            try:
+                info = registry.info(version)
+            except SelfhealError:
+                continue
+            if "r2" in info.metrics:
+                metric.append({"ts": info.created_at, "version": version, "r2": info.metrics["r2"]})
+        drift = []
+        for record in read_records(self.cfg.audit_dir):
+            score = (
+                record.get("details", {}).get("score")
+                if record.get("issue") == "data_drift"
+                else None
+            )
+            if isinstance(score, int | float):
+                drift.append({"ts": record.get("ts"), "score": score})
+        metric.sort(
+            key=lambda p: parse_ts(str(p["ts"])) if p["ts"] else datetime.min.replace(tzinfo=UTC)
+        )
+        return {"model_metric": metric, "drift_score": drift}
+
+    def metrics(self) -> bytes:
+        return self.daemon.metrics.render()
+
+    # ----- actions ---------------------------------------------------------------------------
+    def act(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        request = ControlRequest(action, params)
+        self.daemon.events.put(request)
+        try:
+            return request.reply.result(timeout=self.cfg.control.action_timeout_s)
+        except FutureTimeout:
+            raise ActionRefused(
+                f"the daemon did not take the {action} request within "
+                f"{self.cfg.control.action_timeout_s:.0f} s",
+                503,
+            ) from None

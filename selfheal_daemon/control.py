@@ -1,0 +1,229 @@
+"""The control endpoint: a small HTTP API inside the daemon, on a unix socket (and optionally TCP).
+
+Reads (``/status``, ``/history``, ``/report``, ``/series``, ``/metrics`` and the dashboard at ``/``)
+are open by default (``control.open_reads``); every mutating call (``POST /actions/...``) needs
+``Authorization: Bearer <token>`` with the token from ``run/control.token``, created with mode
+0600 at the first start. A wrong or missing token is a 401 and changes nothing.
+
+The unix socket is bound here with its mode set before ``listen`` (uvicorn's own ``uds=`` would make
+it 0666), and both listeners are served by one uvicorn server on a thread of the daemon. The app
+never touches the daemon's state: it calls a ``ControlApi``, which reads published snapshots and
+posts requests to the daemon's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import importlib.resources
+import os
+import secrets
+import socket
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import uvicorn
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from loguru import logger
+
+from selfheal_daemon.adapters.files import atomic_write_text
+from selfheal_daemon.adapters.process import UDS_MAX
+from selfheal_daemon.errors import SelfhealError
+
+ACTIONS = ("restart", "retrain", "rollback", "check", "pause", "resume", "drill")
+
+
+class ActionRefused(SelfhealError):
+    """A mutating call that cannot be carried out as asked (the reason is for the caller)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ControlApi(Protocol):
+    """What the endpoint needs from the daemon; every method is safe to call from any thread."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def history(
+        self, since: datetime | None, issue: str | None, limit: int | None
+    ) -> list[dict[str, Any]]: ...
+
+    def report(self, days: int | None) -> dict[str, Any]: ...
+
+    def series(self) -> dict[str, Any]: ...
+
+    def metrics(self) -> bytes: ...
+
+    def act(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Carry out ``action`` (blocking until the daemon accepted it); raise ActionRefused."""
+        ...
+
+
+def ensure_token(path: Path) -> str:
+    """The bearer token for mutating calls: read it, or create it (mode 0600) on the first start."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        token = ""
+    if len(token) >= 32:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        return token
+    token = secrets.token_urlsafe(32)
+    atomic_write_text(path, token + "\n", mode=0o600)
+    return token
+
+
+def read_token(path: Path) -> str:
+    """The token a client sends; an unreadable file is a clear error, not an empty header."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SelfhealError(f"cannot read the control token {path}: {exc.strerror}") from None
+
+
+def _dashboard_html() -> str:
+    return (
+        importlib.resources.files("selfheal_daemon.dashboard")
+        .joinpath("index.html")
+        .read_text(encoding="utf-8")
+    )
+
+
+def create_control_app(api: ControlApi, token: str, *, open_reads: bool = True) -> FastAPI:
+    """The endpoint's routes; ``token`` guards every POST (and every GET unless ``open_reads``)."""
+    app = FastAPI(title="selfheal control", docs_url=None, redoc_url=None)
+
+    def _authorised(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+
+    def require_token(request: Request) -> None:
+        if not _authorised(request):
+            raise HTTPException(
+                401,
+                "a valid bearer token is required (see run/control.token)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def require_read(request: Request) -> None:
+        if not open_reads:
+            require_token(request)
+
+    read = [Depends(require_read)]
+
+    @app.get("/", response_class=HTMLResponse, dependencies=read)
+    def dashboard() -> HTMLResponse:
+        return HTMLResponse(_dashboard_html(), headers={"Cache-Control": "no-store"})
+
+    @app.get("/status", dependencies=read)
+    def status() -> dict[str, Any]:
+        return api.status()
+
+    @app.get("/history", dependencies=read)
+    def history(
+        since: Annotated[str | None, Query(description="2h, 30m, 7d or an ISO date")] = None,
+        issue: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 200,
+    ) -> dict[str, Any]:
+        from selfheal_daemon.report import parse_since
+
+        moment = None
+        if since is not None:
+            try:
+                moment = parse_since(since, datetime.now().astimezone())
+            except ValueError as exc:
+                raise HTTPException(422, f"since: {exc}") from None
+        return {"records": api.history(moment, issue, limit)}
+
+    @app.get("/report", dependencies=read)
+    def report(days: Annotated[int | None, Query(ge=1, le=36_500)] = None) -> Any:
+        return api.report(days)
+
+    @app.get("/series", dependencies=read)
+    def series() -> dict[str, Any]:
+        return api.series()
+
+    @app.get("/metrics", dependencies=read)
+    def metrics() -> Response:
+        return Response(api.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/actions/{action}", dependencies=[Depends(require_token)])
+    async def act(
+        action: str, params: Annotated[dict[str, Any] | None, Body()] = None
+    ) -> JSONResponse:
+        if action not in ACTIONS:
+            raise HTTPException(404, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+        try:
+            result = await asyncio.to_thread(api.act, action, params or {})
+        except ActionRefused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return JSONResponse(result, status_code=202 if result.get("accepted") else 200)
+
+    return app
+
+
+def bind_unix(path: Path, mode: int) -> socket.socket:
+    """A listening unix socket at ``path`` with ``mode``; a stale one is replaced."""
+    if len(os.fsencode(path)) > UDS_MAX:
+        raise SelfhealError(f"control socket path is too long for a unix socket: {path}")
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    sock.listen(64)
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on a loopback address (the config refuses any other)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SelfhealError(f"cannot listen for control on {host}:{port}: {exc.strerror}") from None
+    sock.listen(64)
+    return sock
+
+
+class ControlServer:
+    """Serves the control app on its sockets from one background thread."""
+
+    def __init__(self, app: FastAPI, sockets: list[socket.socket], unix_path: Path | None) -> None:
+        self.sockets = sockets
+        self.unix_path = unix_path
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            self.server.run(sockets=self.sockets)
+        except Exception:  # the endpoint failing must never take supervision down
+            logger.opt(exception=True).error("the control endpoint stopped")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout_s)
+        for sock in self.sockets:
+            sock.close()
+        if self.unix_path is not None:
+            self.unix_path.unlink(missing_ok=True)
