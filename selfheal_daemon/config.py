@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selfheal_daemon.errors import ConfigError
+from selfheal_daemon.notify import NotifyConfig
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
@@ -193,6 +194,7 @@ class Config(_Section):
     audit: AuditConfig = AuditConfig()
     control: ControlConfig = ControlConfig()
     report: ReportConfig = ReportConfig()
+    notify: NotifyConfig = NotifyConfig()
     logging: LoggingConfig = LoggingConfig()
     source: Path | None = Field(None, exclude=True, strict=False)
 
@@ -250,7 +252,11 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
     except ValidationError as exc:
         problems = "; ".join(_format_error(dict(e)) for e in exc.errors())
         raise ConfigError(f"{name}: {problems}") from None
-    return cfg.model_copy(update={"state_dir": cfg._resolve(cfg.state_dir)})
+    updates: dict[str, Any] = {"state_dir": cfg._resolve(cfg.state_dir)}
+    if cfg.notify.smtp_password_file:
+        password = str(cfg._resolve(Path(cfg.notify.smtp_password_file)))
+        updates["notify"] = cfg.notify.model_copy(update={"smtp_password_file": password})
+    return cfg.model_copy(update=updates)
 
 
 def load_config(path: Path | None) -> Config:

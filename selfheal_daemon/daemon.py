@@ -34,6 +34,7 @@ from loguru import logger
 from selfheal_daemon.adapters.probe import HealthProbe
 from selfheal_daemon.adapters.systemd import SystemdNotifier
 from selfheal_daemon.adapters.workers import WorkerHandle, WorkerPool
+from selfheal_daemon.alerts import Alerts
 from selfheal_daemon.audit import AuditLog
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
@@ -177,7 +178,7 @@ class Daemon:
         events: queue.SimpleQueue[Item],
         audit: AuditLog,
         adopted: list[WorkerHandle] | None = None,
-        on_escalated: Callable[[dict[str, object]], None] | None = None,
+        alerts: Alerts | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -187,7 +188,10 @@ class Daemon:
         self.notifier = notifier
         self.events = events
         self.metrics = DaemonMetrics()
-        self.recorder = Recorder(audit, clock, self.metrics, on_escalated)
+        self.alerts = alerts
+        self.recorder = Recorder(
+            audit, clock, self.metrics, alerts.escalated if alerts is not None else None
+        )
         self.executor = Executor(
             pool, probe, registry, self.events.put, cfg, recorder=self.recorder
         )
@@ -228,6 +232,8 @@ class Daemon:
             (self.probe_workers, cfg.probe.interval_s, "probe"),
             (self.sample_resources, cfg.resources.interval_s, "resources"),
         ]
+        if alerts is not None and alerts.enabled:
+            jobs.append((alerts.digest_if_due, 600.0, "digest"))
         watchdog = notifier.watchdog_interval_s()
         if watchdog is not None:
             jobs.append((lambda: self.events.put(_Heartbeat()), watchdog, "watchdog"))

@@ -19,6 +19,7 @@ from selfheal_daemon.adapters.process import (
 from selfheal_daemon.adapters.systemd import SystemdNotifier
 from selfheal_daemon.adapters.template import TemplateSpec
 from selfheal_daemon.adapters.workers import WorkerPool
+from selfheal_daemon.alerts import Alerts
 from selfheal_daemon.audit import AuditLog
 from selfheal_daemon.bootstrap import ensure_model
 from selfheal_daemon.bridge import DaemonControl
@@ -83,6 +84,9 @@ def run_daemon(cfg: Config) -> None:
                 retain_files=cfg.audit.retain_files,
                 compress=cfg.audit.compress,
             )
+            alerts = Alerts(
+                cfg.notify, audit=audit, clock=clock, state_file=cfg.state_dir / "notify.json"
+            )
             daemon = Daemon(
                 cfg,
                 clock=clock,
@@ -93,12 +97,14 @@ def run_daemon(cfg: Config) -> None:
                 events=events,
                 audit=audit,
                 adopted=adopted,
+                alerts=alerts,
             )
             control = _start_control(cfg, daemon)
             try:
                 daemon.run()
             finally:
                 control.stop()
+                alerts.close(timeout_s=2.0)
                 audit.close()
     finally:
         notifier.close()
