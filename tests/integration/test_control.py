@@ -55,7 +55,7 @@ def daemon(start_daemon: Any, tmp_path: Path) -> Any:
     running = start_daemon(control={"tcp_port": free_port()})
     running.config = tmp_path / "config.toml"
     running.wait_serving()
-    wait_until(lambda: (running.state_dir / "run" / "control.sock").exists(), 10)
+    wait_until((running.state_dir / "run" / "control.sock").exists, 10)
     return running
 
 
