@@ -74,9 +74,9 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item):
-        return jsonable(item())
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
+    if callable(tolist):
+        return jsonable(tolist())
     return str(value)
 
 
@@ -89,9 +89,18 @@ def _gzip_atomically(path_in: str) -> None:
             shutil.copyfileobj(src, dst)
         raw.flush()
         os.fsync(raw.fileno())
+    written = os.stat(path_in)
+    os.utime(tmp, ns=(written.st_atime_ns, written.st_mtime_ns))  # the order of the trail
     os.replace(tmp, final)
     fsync_dir(Path(final).parent)
     os.remove(path_in)
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:  # removed by retention while we list
+        return 0
 
 
 def audit_files(directory: Path) -> list[Path]:
@@ -103,7 +112,9 @@ def audit_files(directory: Path) -> list[Path]:
         stem = path.name.removesuffix(".gz")
         if stem not in rotated or path.name.endswith(".gz"):
             rotated[stem] = path  # a complete .gz wins over its plain twin
-    files = [rotated[name] for name in sorted(rotated)]
+    # By last write, not by name: loguru names rotated files in local time (and a clock change or
+    # a same-microsecond collision would misorder names); each keeps its last write's mtime.
+    files = sorted(rotated.values(), key=lambda p: (_mtime_ns(p), p.name))
     live = directory / AUDIT_FILE
     if live.exists():
         files.append(live)
@@ -160,10 +171,17 @@ def repair_tail(path: Path) -> int:
             fh.seek(size - 1)
             if fh.read(1) == b"\n":
                 return 0
-            block = min(size, 1 << 20)
-            fh.seek(size - block)
-            tail = fh.read(block)
-            keep = size - block + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+            # Look back block by block: a torn line longer than one block must not take the
+            # whole records before it with it.
+            keep, end = 0, size
+            while end > 0:
+                start = max(0, end - (1 << 20))
+                fh.seek(start)
+                cut = fh.read(end - start).rfind(b"\n")
+                if cut >= 0:
+                    keep = start + cut + 1
+                    break
+                end = start
             fh.truncate(keep)
             return size - keep
     except FileNotFoundError:
