@@ -30,8 +30,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from loguru import logger
 
 from selfheal_daemon.adapters.files import atomic_write_text
-from selfheal_daemon.adapters.process import UDS_MAX
-from selfheal_daemon.errors import SelfhealError
+from selfheal_daemon.adapters.process import UDS_MAX, bind_listener
+from selfheal_daemon.errors import SelfhealError, ServiceStartError
 
 ACTIONS = ("restart", "retrain", "rollback", "check", "pause", "resume", "drill")
 
@@ -187,15 +187,11 @@ def bind_unix(path: Path, mode: int) -> socket.socket:
 
 def bind_tcp(host: str, port: int) -> socket.socket:
     """A listening TCP socket on a loopback address (the config refuses any other)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise SelfhealError(f"cannot listen for control on {host}:{port}: {exc.strerror}") from None
-    sock.listen(64)
+        sock = bind_listener(host, port, backlog=64)
+    except ServiceStartError as exc:
+        raise SelfhealError(f"control.tcp_port: {exc}") from None
+    sock.set_inheritable(False)  # the workers get the service socket only
     return sock
 
 

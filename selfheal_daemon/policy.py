@@ -383,11 +383,8 @@ def _surge_spawn_failed(state: SupervisorState, slot: WorkerSlot, event: WorkerE
     details = {"detail": event.detail, "worker": slot.worker}
     if _deploying(state, slot):
         return _deployment_failed(state.with_slot(slot), "successor_spawn_failed", details)
-    if slot.replace_reason == f"serve {state.serving}" and state.rolled_back:
-        more = Report(  # another worker of the deployment being rolled back
-            "deployment_failure", "successor_spawn_failed", None, details, action="rollback"
-        )
-        return state.with_slot(slot), [more]
+    if _rolling_back(state, slot):
+        return _deployment_failed_again(state.with_slot(slot), "successor_spawn_failed", details)
     failed = Report(
         "resource_limit" if slot.replace_reason == "resource_limit" else "service_crash",
         "successor_spawn_failed",
@@ -462,10 +459,11 @@ def _successor_exited(
         "returncode": event.returncode,
         "replacing_for": slot.replace_reason,
     }
+    deployment: dict[str, object] = {**details, "worker": slot.worker}
     if _deploying(state, slot):
-        return _deployment_failed(
-            state.with_slot(slot), "successor_exited", {**details, "worker": slot.worker}
-        )
+        return _deployment_failed(state.with_slot(slot), "successor_exited", deployment)
+    if _rolling_back(state, slot):
+        return _deployment_failed_again(state.with_slot(slot), "successor_exited", deployment)
     state, actions = _count_restart(state, now, cfg)
     issue = "resource_limit" if slot.replace_reason == "resource_limit" else "service_crash"
     failed = Report(
@@ -482,6 +480,19 @@ def _deploying(state: SupervisorState, slot: WorkerSlot) -> bool:
         and state.serving != state.last_good
         and not state.rolled_back
     )
+
+
+def _rolling_back(state: SupervisorState, slot: WorkerSlot) -> bool:
+    """Was ``slot`` being moved to the deployment that another worker's failure rolls back?"""
+    return slot.replace_reason == f"serve {state.serving}" and state.rolled_back
+
+
+def _deployment_failed_again(
+    state: SupervisorState, detection: str, details: dict[str, object]
+) -> Result:
+    """Another worker of a deployment already being rolled back: recorded, no second rollback."""
+    more = Report("deployment_failure", detection, None, details, action="rollback")
+    return state, [more]
 
 
 def _deployment_failed(
@@ -517,11 +528,19 @@ def _probed(state: SupervisorState, event: ProbeResult, now: float, cfg: PolicyC
     if slot.pid != event.pid or slot.state is not WorkerState.READY:
         return state, []
     if event.ok:
-        return state.with_slot(replace(slot, probe_failures=0)), []
+        closing: list[Action] = []
+        slot = replace(slot, probe_failures=0)
+        if slot.incident == "service_hang":  # a hang skipped while paused, answering again
+            slot, closing = _close_incident(slot, now)
+        return state.with_slot(slot), closing
     failures = slot.probe_failures + 1
     if failures < cfg.probe.failure_threshold:
         return state.with_slot(replace(slot, probe_failures=failures)), []
-    details = {"pid": slot.pid, "consecutive_failures": failures, "last_error": event.detail}
+    details: dict[str, object] = {
+        "pid": slot.pid,
+        "consecutive_failures": failures,
+        "last_error": event.detail,
+    }
     if state.paused:  # reported once when the threshold is reached; replaced on resume
         slot = replace(slot, probe_failures=failures)
         if failures > cfg.probe.failure_threshold:
@@ -594,7 +613,7 @@ def _sampled(
     slot = replace(slot, over_limit_since=since)
     if now - since < limits.sustained_s:
         return state.with_slot(slot), []
-    if state.paused and slot.incident == "resource_limit":
+    if state.paused and slot.incident:  # one skipped report per slot while paused
         return state.with_slot(slot), []  # already reported as skipped
     report = Report(
         "resource_limit",
@@ -657,17 +676,29 @@ def _model_changed(state: SupervisorState, event: ModelChanged) -> Result:
     new = replace(state, serving=event.serving, last_good=event.last_good, confirming=False)
     if rolled and event.serving != event.last_good:
         new = replace(new, rolled_back=False)  # a new deployment may be rolled back once
-    if rolled:  # a start still in flight now serves the new model (or fails as its deployment)
-        new = replace(
-            new,
-            workers=tuple(
-                replace(s, stale=True, replace_reason=f"serve {event.serving}")
-                if s.replacing and s.successor_pid is None
-                else replace(s, stale=True)
-                for s in new.workers
-            ),
-        )
     if not rolled:
         return new, []
+    reason = f"serve {event.serving}"
+    actions: list[Action] = []
+    for current in new.workers:
+        slot = replace(current, stale=True)
+        if slot.replacing and slot.successor_pid is None:
+            # a start still in flight now serves the new model (or fails as its deployment)
+            slot = replace(slot, replace_reason=reason)
+        elif not new.shutting_down:
+            # A process already forked runs the old model: once ready it would clear ``stale`` and
+            # serve the old model on (after a rollback: the model rolled back from). Start again.
+            old = f"started on {state.serving or 'the previous model'}, now {reason}"
+            if slot.successor_pid is not None:
+                actions.append(StopWorker(slot.worker, slot.successor_pid, old))
+                slot = replace(slot, replacing=False, successor_pid=None, successor_started_at=None)
+            elif slot.state is WorkerState.STARTING and slot.pid is not None:
+                actions += [
+                    StopWorker(slot.worker, slot.pid, old),
+                    StartWorker(slot.worker, reason),
+                ]
+                slot = _pending_start(slot)
+        new = new.with_slot(slot)
     # The workers that run the old model are replaced; slots waiting in backoff are retried now.
-    return _restart_all(new, f"serve {event.serving}")
+    new, more = _restart_all(new, reason)
+    return new, actions + more
