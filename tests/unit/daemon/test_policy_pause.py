@@ -144,6 +144,19 @@ def test_hang_while_paused_is_reported_once_and_not_killed() -> None:
     assert (d.state.slot(0).state, d.state.slot(0).pid) == (WorkerState.READY, pid)
 
 
+def test_hang_skipped_while_paused_resolves_when_the_worker_answers_again() -> None:
+    """A worker that hung while paused and then answers its probe closes its incident (resolved),
+    so a later crash is not counted from the old hang."""
+    d = driver()
+    (pid,) = d.all_ready()
+    d.feed(PauseHealing())
+    fail_probes(d, 0, pid, CFG.probe.failure_threshold)
+    (report,) = d.feed(ProbeResult(0, pid, ok=True)).actions
+    assert isinstance(report, Report)
+    assert (report.issue, report.outcome) == ("service_hang", "resolved")
+    assert d.state.slot(0).incident == ""
+
+
 @pytest.mark.parametrize(
     ("rss", "cpu", "detection"), [(600, 10, "rss_over_limit"), (100, 95, "cpu_over_limit")]
 )
