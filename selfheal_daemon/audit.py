@@ -260,6 +260,11 @@ class AuditLog:
             self._drain()
         return full
 
+    @property
+    def pending(self) -> int:
+        """Records the disk refused so far, still waiting in memory."""
+        return len(self._pending)
+
     def flush_pending(self) -> int:
         """Retry records the disk refused earlier; return how many are still waiting."""
         with self._lock:

@@ -52,7 +52,7 @@ class DaemonControl:
                 }
             )
         ready = sum(w["state"] == "ready" for w in workers)
-        latest = self._latest_checks()
+        latest = d.recorder.latest
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -82,7 +82,7 @@ class DaemonControl:
                 "restart_budget": self.cfg.restart.budget,
             },
             "open_incidents": list(d.recorder.open_incidents),
-            "audit": {"pending_writes": len(d.recorder.audit._pending)},
+            "audit": {"pending_writes": d.recorder.audit.pending},
         }
 
     def _model(self, version: str | None) -> dict[str, Any] | None:
@@ -93,15 +93,6 @@ class DaemonControl:
         except SelfhealError:
             return {"version": version, "metrics": {}, "created_at": None}
         return {"version": version, "metrics": info.metrics, "created_at": info.created_at}
-
-    def _latest_checks(self) -> dict[str, dict[str, Any]]:
-        """The last drift and data-quality results recorded in the trail."""
-        latest: dict[str, dict[str, Any]] = {}
-        for record in read_records(self.cfg.audit_dir):
-            issue = record.get("issue")
-            if issue in ("data_drift", "data_quality") and isinstance(record.get("details"), dict):
-                latest[str(issue)] = {"ts": record.get("ts"), **record["details"]}
-        return latest
 
     def history(
         self, since: datetime | None, issue: str | None, limit: int | None
@@ -130,15 +121,7 @@ class DaemonControl:
                 continue
             if "r2" in info.metrics:
                 metric.append({"ts": info.created_at, "version": version, "r2": info.metrics["r2"]})
-        drift = []
-        for record in read_records(self.cfg.audit_dir):
-            score = (
-                record.get("details", {}).get("score")
-                if record.get("issue") == "data_drift"
-                else None
-            )
-            if isinstance(score, int | float):
-                drift.append({"ts": record.get("ts"), "score": score})
+        drift = list(self.daemon.recorder.drift_series)
         metric.sort(
             key=lambda p: parse_ts(str(p["ts"])) if p["ts"] else datetime.min.replace(tzinfo=UTC)
         )

@@ -35,7 +35,7 @@ from selfheal_daemon.adapters.probe import HealthProbe
 from selfheal_daemon.adapters.systemd import SystemdNotifier
 from selfheal_daemon.adapters.workers import WorkerHandle, WorkerPool
 from selfheal_daemon.alerts import Alerts
-from selfheal_daemon.audit import AuditLog
+from selfheal_daemon.audit import AuditLog, read_records
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
 from selfheal_daemon.errors import SelfhealError
@@ -302,6 +302,7 @@ class Daemon:
             logger.info(
                 "adopted worker {} (pid {}, model {})", handle.worker, handle.pid, handle.version
             )
+        self.recorder.seed(read_records(self.recorder.audit.directory))
         self.recorder.bookkeeping(
             "lifecycle", "daemon_start", {"pid": os.getpid(), "adopted": len(self._adopted)}
         )

@@ -17,7 +17,6 @@ The two model drills leave their version in the registry, marked in its origin.
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
@@ -111,11 +110,6 @@ def leak_until_over(handle: WorkerHandle, limit_mb: float) -> threading.Thread:
     thread = threading.Thread(target=run, name="drill-leak", daemon=True)
     thread.start()
     return thread
-
-
-def steps_to_exceed(rss_mb: float, limit_mb: float) -> int:
-    """How many leak steps take ``rss_mb`` past ``limit_mb``."""
-    return max(1, math.floor((limit_mb - rss_mb) / LEAK_STEP_MB) + 1)
 
 
 def pick_worker(ready: list[tuple[int, int]]) -> tuple[int, int]:

@@ -9,8 +9,9 @@ version; a follow-up that does not finish in time is recorded as failed.
 
 from __future__ import annotations
 
+import collections
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from selfheal_daemon.states import WorkerState
 from selfheal_daemon.supervisor_state import SupervisorState
 
 FOLLOW_UP_S = 300.0  # a manual restart or rollback not done by then is recorded as failed
+DRIFT_POINTS = 2000  # drift scores kept for the dashboard's chart
 NOT_YET = "arrives with the model-healing loop (drift, retraining, the gate), not built yet"
 
 
@@ -66,6 +68,29 @@ class Recorder:
         self.metrics = metrics
         self.on_escalated = on_escalated
         self.open_incidents: list[dict[str, Any]] = []  # published copy for other threads
+        # What /status and the dashboard's charts show, kept as records are written so that a
+        # poll every 2 s never re-reads the trail: the last drift and quality results by issue,
+        # and recent drift scores.
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.drift_series: tuple[dict[str, Any], ...] = ()
+        self.drift_scores: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=DRIFT_POINTS
+        )
+
+    def seed(self, records: Iterable[dict[str, Any]]) -> None:
+        """Remember the last results from the trail a previous daemon wrote (once, at start)."""
+        for record in records:
+            self._remember(record)
+
+    def _remember(self, record: dict[str, Any]) -> None:
+        issue, details = record.get("issue"), record.get("details")
+        if issue not in ("data_drift", "data_quality") or not isinstance(details, dict):
+            return
+        self.latest[str(issue)] = {"ts": record.get("ts"), **details}
+        score = details.get("score")
+        if issue == "data_drift" and isinstance(score, int | float):
+            self.drift_scores.append({"ts": record.get("ts"), "score": score})
+            self.drift_series = tuple(self.drift_scores)  # a copy other threads can read
 
     def report(self, report: Report) -> dict[str, Any]:
         return self.record(
@@ -84,6 +109,7 @@ class Recorder:
 
     def write(self, record: dict[str, Any]) -> dict[str, Any]:
         written = self.audit.write(record)
+        self._remember(written)
         self.metrics.on_record(written)
         self.open_incidents = self.book.open_incidents()
         if written.get("outcome") == "escalated" and self.on_escalated is not None:

@@ -108,3 +108,24 @@ def test_systemd_hears_ready_once_all_workers_serve_then_status_changes(tmp_path
     daemon._handle(WorkerReady(1, 12))
     assert notifier.sent[-1] == "STATUS=2/2 workers ready, model v1"
     assert len([m for m in notifier.sent if m.startswith("READY")]) == 1
+
+
+def test_recorder_remembers_the_last_checks_from_the_trail_and_new_records(tmp_path: Path) -> None:
+    """The last drift and quality results and the drift scores come from the trail once at start
+    and then from each record written, so /status never re-reads the files."""
+    from selfheal_daemon.audit import read_records
+    from selfheal_daemon.metrics import DaemonMetrics
+    from selfheal_daemon.operations import Recorder
+
+    clock = FakeClock()
+    first = Recorder(AuditLog(tmp_path, clock=clock), clock, DaemonMetrics())
+    first.record("data_drift", None, detection="psi", action="none", details={"score": 0.1})
+    first.audit.close()
+    second = Recorder(AuditLog(tmp_path, clock=clock), clock, DaemonMetrics())
+    second.seed(read_records(tmp_path))
+    assert second.latest["data_drift"]["score"] == 0.1
+    second.record("data_quality", None, detection="missing", action="fix", details={"rows": 3})
+    second.record("data_drift", None, detection="psi", action="none", details={"score": 0.4})
+    assert second.latest["data_quality"]["rows"] == 3
+    assert [p["score"] for p in second.drift_series] == [0.1, 0.4]
+    second.audit.close()
