@@ -1,9 +1,19 @@
-"""The model service's FastAPI app: ``create_app(settings, store)``, with no import-time state.
+"""The model service's FastAPI app: ``create_app(settings, store, registry)``, no import-time state.
 
-Routes::
+Public routes (on the shared TCP listener, and on the private socket too)::
 
     POST /predict   one object of features, or {"instances": [...]}
-                    -> 200 {"predictions": [float, ...], "model_version": "v3"}
+                    -> 200 {"predictions": [float, ...], "model_version": "v3",
+                            "request_id": "3f9a1c0b2d4e-17"}
+                    request_id (also the X-Request-ID response header) is the client's
+                    X-Request-ID header if it is 1-64 characters of [A-Za-z0-9._:-], else one
+                    made here, unique across workers and restarts. The request is captured.
+    POST /feedback  ground truth: one item or {"items": [item, ...]}; an item is
+                    {"request_id": "...", "labels": [y, ...]} (or "label": y), or
+                    {"features": {...}, "label": y}, or {"instances": [{...}], "labels": [...]}
+                    (features may come with a request_id too). Features are checked as for
+                    /predict and predicted now with the served model.
+                    -> 202 {"accepted": <labelled rows>}
     GET  /health    liveness: 200 {"status": "ok", "pid": ..., "worker": ...} whenever we answer
     GET  /ready     200 when a smoke-tested model is served, else 503 with the reason
     GET  /model     200 {"version", "sha256", "metrics"}, 503 when no model is served
@@ -12,9 +22,26 @@ Routes::
                     the schema; /docs and /redoc are off because they load Swagger UI / ReDoc
                     from a CDN, and the VM may have no internet
 
+Admin routes, only on the worker's private unix socket (404 on TCP, as for a path that does not
+exist, and absent from /openapi.json; see ``on_private_socket``)::
+
+    GET  /admin/capture?after=<seq>&limit=<rows>
+                    captured requests and feedback with seq > after (see service.capture):
+                    200 {"worker", "pid", "after", "next", "dropped",
+                         "predictions": [{"seq", "ts", "request_id", "model_version",
+                                          "features": [[8 floats], ...], "predictions": [...]}],
+                         "feedback": [{"seq", "ts", "request_id", "features": [[...]] | null,
+                                       "labels": [...], "predictions": [...] | null,
+                                       "model_version": str | null}]}
+    POST /admin/model  {"version": "v3"}: load, verify, smoke-test and swap in-process (in the
+                    threadpool; the loop keeps answering meanwhile)
+                    -> 200 {"model_version", "sha256", "previous"}; 409 {"detail": why} and the
+                    old model keeps serving; 503 when the app was built without a registry
+
 Error bodies follow FastAPI: 422 is ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``;
-400, 413, 500 and 503 are ``{"detail": "a sentence"}``. Bad input never yields a 500: a 500 means
-the served model itself misbehaved (raised, or returned a non-finite or misshapen output).
+400, 404, 409, 413, 500 and 503 are ``{"detail": "a sentence"}``. Bad input never yields a 500: a
+500 means the served model itself misbehaved (raised, or returned a non-finite or misshapen
+output). Feedback is accepted even then (its rows are kept without predictions).
 
 Parsing and prediction run in the threadpool, so the event loop stays free for ``/health`` while
 a large batch is being predicted.
@@ -23,37 +50,61 @@ a large batch is being predicted.
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+import numpy as np
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from loguru import logger
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.batching import Batcher, ModelOutputError
 from service.body_limit import BodyLimitMiddleware
+from service.capture import Capture, RequestIds, iter_slice_json
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.model_store import ModelStore
+from service.model_store import ModelSource, ModelStore
 from service.schemas import (
+    FeedbackResponse,
     HealthResponse,
     MessageErrorResponse,
     ModelResponse,
+    ModelSwapRequest,
     PredictResponse,
     ReadyResponse,
     ValidationErrorResponse,
+    feedback_request_body,
     predict_request_body,
 )
 from service.settings import ServiceSettings
-from service.validation import InputError, parse_predict_body
+from service.validation import (
+    FeedbackItem,
+    InputError,
+    parse_feedback_body,
+    parse_predict_body,
+    valid_request_id,
+)
 
 NO_MODEL = "no model loaded"
 INLINE_PARSE_BYTES = 16_384  # about 70 rows: parsed on the event loop; larger bodies on a thread
+ADMIN_PREFIX = "/admin"
 
 
-def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
-    """Build one worker's app around ``store``; each call has its own metrics registry."""
+def create_app(
+    settings: ServiceSettings, store: ModelStore, registry: ModelSource | None = None
+) -> FastAPI:
+    """Build one worker's app around ``store``; each call has its own metrics and capture.
+
+    ``registry`` is where ``POST /admin/model`` loads versions from (``ModelRegistry``); without
+    one that route answers 503. Build the app in the worker process itself (after a fork), so
+    its request-id prefix is its own.
+    """
     metrics = ServiceMetrics()
+    capture = Capture(settings.capture_rows, settings.feedback_rows)
+    metrics.watch_capture(capture.counters)
+    request_ids = RequestIds()
     batcher = Batcher(max_rows=settings.batch_max_rows, window_s=settings.batch_window_ms / 1000.0)
     app = FastAPI(
         title="selfheal model service",
@@ -65,6 +116,8 @@ def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
     app.state.store = store
     app.state.metrics = metrics
     app.state.batcher = batcher
+    app.state.capture = capture
+    app.state.registry = registry
     app.add_exception_handler(InputError, _input_error_handler)
     app.add_exception_handler(ModelOutputError, _model_output_error_handler)
 
@@ -97,15 +150,62 @@ def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
             batcher.abandoned()
             raise
         predictions = await batcher.submit(loaded, features)
+        request_id = request.headers.get("x-request-id")
+        if request_id is None or not valid_request_id(request_id):
+            request_id = request_ids.next()
+        capture.record_prediction(request_id, loaded.version, features, predictions)
         metrics.predicted_rows.inc(len(predictions))
-        return JSONResponse({"predictions": predictions.tolist(), "model_version": loaded.version})
+        return JSONResponse(
+            {
+                "predictions": predictions.tolist(),
+                "model_version": loaded.version,
+                "request_id": request_id,
+            },
+            headers={"X-Request-ID": request_id},
+        )
 
-    @app.get("/health", response_model=HealthResponse)
+    parts = _Parts(settings, store, registry, metrics, batcher, capture)
+    app.include_router(_probe_router(parts))
+    app.include_router(_feedback_router(parts))
+    app.include_router(_admin_router(parts))
+
+    # Added after the routes so the metrics know their paths; the last added is outermost, so
+    # the metrics also count the body limiter's 400s and 413s, and the admin guard's 404s (as
+    # "unmatched": admin paths are not known paths to a request from TCP).
+    app.add_middleware(PrivateOnlyMiddleware, prefix=ADMIN_PREFIX)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    known_paths = frozenset(
+        route.path
+        for route in app.routes
+        if isinstance(route, APIRoute) and not _under(route.path, ADMIN_PREFIX)
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
+    return app
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What one app's route handlers share."""
+
+    settings: ServiceSettings
+    store: ModelStore
+    registry: ModelSource | None
+    metrics: ServiceMetrics
+    batcher: Batcher
+    capture: Capture
+
+
+def _probe_router(parts: _Parts) -> APIRouter:
+    """``/health``, ``/ready``, ``/model`` and ``/metrics``: what the daemon and scrapers poll."""
+    router = APIRouter()
+    settings, store, metrics = parts.settings, parts.store, parts.metrics
+
+    @router.get("/health", response_model=HealthResponse)
     async def health() -> dict[str, Any]:
         """Liveness: answers 200 whenever the process can answer at all."""
         return {"status": "ok", "pid": os.getpid(), "worker": settings.worker_id}
 
-    @app.get(
+    @router.get(
         "/ready",
         response_model=ReadyResponse,
         responses={503: {"model": MessageErrorResponse, "description": "Not ready"}},
@@ -118,7 +218,7 @@ def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
             raise HTTPException(status_code=503, detail=reason)
         return {"status": "ready", "model_version": loaded.version}
 
-    @app.get(
+    @router.get(
         "/model",
         response_model=ModelResponse,
         responses={503: {"model": MessageErrorResponse, "description": "No model loaded"}},
@@ -130,19 +230,157 @@ def create_app(settings: ServiceSettings, store: ModelStore) -> FastAPI:
             raise HTTPException(status_code=503, detail=NO_MODEL)
         return {"version": loaded.version, "sha256": loaded.sha256, "metrics": loaded.metrics}
 
-    @app.get("/metrics", response_class=Response)
+    @router.get("/metrics", response_class=Response)
     async def prometheus_metrics(request: Request) -> Response:
         """Prometheus text (or OpenMetrics, if the scraper asks) of this app's registry."""
         metrics.set_model(store.current())
         body, content_type = metrics.render(request.headers.get("accept"))
         return Response(content=body, headers={"Content-Type": content_type})
 
-    # Added after the routes so the metrics know their paths; the last added is outermost, so
-    # the metrics also count the body limiter's 400s and 413s.
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    known_paths = frozenset(route.path for route in app.routes if isinstance(route, APIRoute))
-    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
-    return app
+    return router
+
+
+def _feedback_router(parts: _Parts) -> APIRouter:
+    """``POST /feedback``: labels kept in the capture's feedback buffer."""
+    router = APIRouter()
+    settings, capture = parts.settings, parts.capture
+
+    @router.post(
+        "/feedback",
+        status_code=202,
+        response_model=FeedbackResponse,
+        responses={
+            413: {"model": MessageErrorResponse, "description": "Too many rows or body too large"},
+            422: {"model": ValidationErrorResponse, "description": "Invalid input"},
+        },
+        openapi_extra={"requestBody": feedback_request_body(settings.max_batch_rows)},
+    )
+    async def feedback(request: Request) -> Response:
+        """Keep ground truth for the monitor; rows sent with features are predicted now."""
+        body = await request.body()  # bounded by BodyLimitMiddleware
+        if len(body) <= INLINE_PARSE_BYTES:
+            items = parse_feedback_body(body, settings.max_batch_rows)
+        else:
+            items = await run_in_threadpool(parse_feedback_body, body, settings.max_batch_rows)
+        predicted = await _predict_feedback(parts, items)
+        for item, (predictions, version) in zip(items, predicted, strict=True):
+            capture.record_feedback(
+                item.request_id, item.labels, item.features, predictions, version
+            )
+        return JSONResponse({"accepted": sum(len(i.labels) for i in items)}, status_code=202)
+
+    return router
+
+
+async def _predict_feedback(
+    parts: _Parts, items: list[FeedbackItem]
+) -> list[tuple[np.ndarray | None, str | None]]:
+    """Each item's predictions and the version that made them, through the batcher (off the
+    event loop); (None, None) for an item without features, and for all when no model is
+    served or the model failed: the labels are worth keeping either way."""
+    nothing: list[tuple[np.ndarray | None, str | None]] = [(None, None)] * len(items)
+    matrices = [item.features for item in items if item.features is not None]
+    loaded = parts.store.current()
+    if not matrices or loaded is None:
+        return nothing
+    parts.batcher.arriving()  # submit() counts it off again
+    try:
+        output = await parts.batcher.submit(
+            loaded, matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+        )
+    except ModelOutputError as exc:
+        logger.warning("feedback kept without predictions: {}", exc)
+        return nothing
+    answers: list[tuple[np.ndarray | None, str | None]] = []
+    start = 0
+    for item in items:
+        if item.features is None:
+            answers.append((None, None))
+            continue
+        stop = start + item.features.shape[0]
+        answers.append((output[start:stop], loaded.version))
+        start = stop
+    return answers
+
+
+def _admin_router(parts: _Parts) -> APIRouter:
+    """The daemon's routes; ``PrivateOnlyMiddleware`` hides them from the TCP listener."""
+    router = APIRouter(prefix=ADMIN_PREFIX, include_in_schema=False)
+    settings, store, registry, metrics = parts.settings, parts.store, parts.registry, parts.metrics
+
+    @router.get("/capture")
+    async def admin_capture(
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int | None, Query(ge=1)] = None,
+    ) -> Response:
+        """Captured requests and feedback after seq ``after``, at most ``limit`` rows."""
+
+        found = await run_in_threadpool(parts.capture.read, after, limit)
+        # Rendered piece by piece in the threadpool: 20,000 rows are a few hundred ms of float
+        # formatting that must not hold the event loop (or the GIL) in one go.
+        pieces = iter_slice_json(found, settings.worker_id, os.getpid())
+        return StreamingResponse(pieces, media_type="application/json")
+
+    @router.post("/model")
+    async def admin_model(swap: ModelSwapRequest) -> dict[str, Any]:
+        """Serve another version: load, verify, smoke-test, swap; the old one serves meanwhile."""
+        if registry is None:
+            raise HTTPException(status_code=503, detail="this worker has no model registry")
+        before = store.current()
+        try:
+            loaded = await run_in_threadpool(store.load, registry, swap.version)
+        except Exception as exc:  # any failure to load is the version's, not this request's
+            metrics.model_swaps.labels(outcome="failed").inc()
+            reason = f"cannot serve model {swap.version}: {type(exc).__name__}: {exc}"
+            logger.warning("worker {}: {}", settings.worker_id, reason)
+            raise HTTPException(status_code=409, detail=reason) from None
+        metrics.model_swaps.labels(outcome="ok").inc()
+        previous = before.version if before is not None else None
+        logger.info(
+            "worker {}: now serving {} (was {})", settings.worker_id, loaded.version, previous
+        )
+        return {"model_version": loaded.version, "sha256": loaded.sha256, "previous": previous}
+
+    return router
+
+
+def on_private_socket(scope: Scope) -> bool:
+    """True when the request came in on a unix socket: the worker's private one.
+
+    uvicorn fills ``scope["server"]`` from the listening socket's ``getsockname()``: ``(host,
+    port)`` for TCP; ``(path, None)`` for a unix socket (uvicorn 0.3x+; ``None`` in older ones,
+    and the ASGI spec allows ``[path]``). Only TCP has an integer port, so a request from the
+    TCP listener can never pass for private, whatever the client sends.
+    """
+    server = scope.get("server")
+    if server is None:
+        return True
+    return len(server) < 2 or not isinstance(server[1], int)
+
+
+class PrivateOnlyMiddleware:
+    """ASGI middleware: paths under ``prefix`` exist only on the private socket.
+
+    Anywhere else they get exactly the 404 of a path that does not exist, whatever the method.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and _under(scope["path"], self.prefix)
+            and not on_private_socket(scope)
+        ):
+            await JSONResponse({"detail": "Not Found"}, status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
 
 
 async def _input_error_handler(request: Request, exc: Exception) -> Response:

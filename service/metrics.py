@@ -9,18 +9,31 @@ such as a 413 by Content-Length, is labelled with its path when that path is a k
     selfheal_service_predicted_rows_total                 rows predicted by successful requests
     selfheal_service_model_info{version, sha256}          the served model (empty when none)
     selfheal_service_model_ready                          1 when a smoke-tested model is served
+    selfheal_service_model_swaps_total{outcome}           in-process swaps, "ok" or "failed"
+    selfheal_service_captured_rows_total                  /predict rows put in the capture buffer
+    selfheal_service_feedback_rows_total                  /feedback rows put in the feedback buffer
+    selfheal_service_capture_dropped_entries_total{buffer}
+                                                          entries lost to overflow before a read
+                                                          ("predictions" or "feedback")
+
+The capture series cost nothing on the request path: they are read from the capture's own
+counters when scraped.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from selfheal_daemon.registry import LoadedModel
+from service.capture import CaptureCounters
 
 UNMATCHED = "unmatched"
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -59,7 +72,19 @@ class ServiceMetrics:
             "1 when a loaded, smoke-tested model is served, else 0.",
             registry=self.registry,
         )
+        self.model_swaps = Counter(
+            "selfheal_service_model_swaps",
+            "In-process model swaps the daemon asked for, by outcome (ok, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("ok", "failed"):
+            self.model_swaps.labels(outcome=outcome)  # both series exist from the start, at 0
         self.set_model(None)
+
+    def watch_capture(self, counters: Callable[[], CaptureCounters]) -> None:
+        """Expose the capture buffers' totals, read from ``counters()`` at each scrape."""
+        self.registry.register(_CaptureCollector(counters))
 
     def set_model(self, loaded: LoadedModel | None) -> None:
         """Point the model info and readiness series at ``loaded`` (None: no model)."""
@@ -123,3 +148,31 @@ def _endpoint(scope: Scope, known_paths: frozenset[str]) -> str:
         return template
     path = scope.get("path")
     return path if path in known_paths else UNMATCHED
+
+
+class _CaptureCollector(Collector):
+    """Counter families built from the capture's totals when scraped (no cost per request)."""
+
+    def __init__(self, counters: Callable[[], CaptureCounters]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.counters()
+        yield CounterMetricFamily(
+            "selfheal_service_captured_rows",
+            "Rows of successful /predict requests put in the capture buffer.",
+            value=now.prediction_rows,
+        )
+        yield CounterMetricFamily(
+            "selfheal_service_feedback_rows",
+            "Labelled rows of /feedback requests put in the feedback buffer.",
+            value=now.feedback_rows,
+        )
+        dropped = CounterMetricFamily(
+            "selfheal_service_capture_dropped_entries",
+            "Capture entries lost to overflow (the oldest make room), by buffer.",
+            labels=["buffer"],
+        )
+        dropped.add_metric(["predictions"], now.dropped_predictions)
+        dropped.add_metric(["feedback"], now.dropped_feedback)
+        yield dropped

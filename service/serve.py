@@ -21,7 +21,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.app import create_app
-from service.model_store import ModelStore
+from service.model_store import ModelSource, ModelStore
 from service.settings import ServiceSettings
 
 _UVICORN_LEVELS = {
@@ -112,26 +112,46 @@ def bind_private_socket(path: Path) -> socket.socket:
     return sock
 
 
+def make_server(
+    store: ModelStore,
+    settings: ServiceSettings,
+    log_level: str,
+    *,
+    registry: ModelSource | None = None,
+) -> DrainingServer:
+    """The worker's uvicorn server around a fresh app; ``run(sockets=[...])`` starts it.
+
+    The app tells its listeners apart by ``scope["server"]`` (see ``service.app``), so the
+    admin routes answer on a unix socket and 404 on TCP.
+    """
+    app = CloseWhenDraining(create_app(settings, store, registry))
+    config = uvicorn.Config(
+        app,
+        log_level=_UVICORN_LEVELS.get(log_level.upper(), "info"),
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    return DrainingServer(config, app, settings.drain_s)
+
+
 def serve(
     shared: socket.socket,
     uds: Path,
     store: ModelStore,
     settings: ServiceSettings,
     log_level: str,
+    *,
+    registry: ModelSource | None = None,
 ) -> None:
-    """Serve until SIGTERM (a drain, see ``DrainingServer``) or SIGINT, then return."""
+    """Serve until SIGTERM (a drain, see ``DrainingServer``) or SIGINT, then return.
+
+    ``registry`` is where ``POST /admin/model`` (private socket only) loads versions from.
+    """
     private = bind_private_socket(uds)
     signal.signal(signal.SIGUSR2, _leak)
     try:
-        app = CloseWhenDraining(create_app(settings, store))
-        config = uvicorn.Config(
-            app,
-            log_level=_UVICORN_LEVELS.get(log_level.upper(), "info"),
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-        )
-        DrainingServer(config, app, settings.drain_s).run(sockets=[shared, private])
+        make_server(store, settings, log_level, registry=registry).run(sockets=[shared, private])
     finally:
         private.close()
         uds.unlink(missing_ok=True)

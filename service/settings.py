@@ -17,6 +17,9 @@ class ServiceSettings:
     request never waits); ``batch_max_rows``: most rows one shared prediction may hold.
     ``drain_s``: on SIGTERM, how long open connections are still served (with ``Connection:
     close``) before the worker shuts down.
+    ``capture_rows``: most rows of answered ``/predict`` requests kept in memory for the daemon's
+    monitor (``GET /admin/capture``); ``feedback_rows``: likewise for ``/feedback`` labels. The
+    oldest entries make room for new ones.
     """
 
     max_batch_rows: int = 1000
@@ -25,6 +28,8 @@ class ServiceSettings:
     batch_window_ms: float = 1.0
     batch_max_rows: int = 1024
     drain_s: float = 1.0
+    capture_rows: int = 20_000
+    feedback_rows: int = 20_000
 
     def __post_init__(self) -> None:
         if self.max_batch_rows < 1:
@@ -33,3 +38,8 @@ class ServiceSettings:
             raise ValueError(f"max_body_bytes must be at least 1, got {self.max_body_bytes}")
         if self.batch_window_ms < 0 or self.batch_max_rows < 1:
             raise ValueError("batch_window_ms must be >= 0 and batch_max_rows >= 1")
+        if self.capture_rows < 1 or self.feedback_rows < 1:
+            raise ValueError(
+                f"capture_rows and feedback_rows must be at least 1, got {self.capture_rows} "
+                f"and {self.feedback_rows}"
+            )

@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from selfheal_daemon.registry import ModelRegistry
 from service.model_store import ModelStore
 from service.serve import serve
 from service.worker import EXIT_MODEL_LOAD_FAILED, add_common_arguments, load_store, settings_from
@@ -66,7 +67,14 @@ def _become_worker(ctrl: socket.socket, plan: WorkerPlan, worker: int, uds: Path
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         random.seed()  # a fork copies the generators' state: give each worker its own
         np.random.seed()
-        serve(plan.shared, uds, plan.store, settings_from(plan.args, worker), plan.args.log_level)
+        serve(
+            plan.shared,
+            uds,
+            plan.store,
+            settings_from(plan.args, worker),
+            plan.args.log_level,
+            registry=ModelRegistry(plan.args.registry),
+        )
         code = 0
     except BaseException:
         traceback.print_exc()

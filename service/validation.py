@@ -12,11 +12,16 @@ non-finite); within each kind the first row, then the first feature in ``FEATURE
 
 The matrix is built column by column from the decoded lists: no object is created per row, so a
 1000-row batch costs about a millisecond beyond ``json.loads``.
+
+``parse_feedback_body`` checks a ``POST /feedback`` body the same way (same error shape, the same
+feature rules for features sent with labels); see its docstring for the accepted forms.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
@@ -25,6 +30,9 @@ from selfheal_daemon.features import FEATURES
 
 _FEATURE_KEYS = frozenset(FEATURES)
 _INSTANCES = "instances"
+_ITEMS = "items"
+_FEEDBACK_KEYS = frozenset({"request_id", "features", _INSTANCES, "label", "labels"})
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 Loc = list[str | int]
 
@@ -182,3 +190,158 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def valid_request_id(value: object) -> bool:
+    """True for a request id we accept from clients: 1 to 64 of ``A-Z a-z 0-9 . _ : -``."""
+    return isinstance(value, str) and REQUEST_ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """Ground truth for some rows: ``labels`` (n,), with the rows' ``features`` (n, 8) if sent,
+    and the ``request_id`` of the prediction they belong to if sent."""
+
+    request_id: str | None
+    features: np.ndarray | None
+    labels: np.ndarray
+
+
+def parse_feedback_body(body: bytes, max_rows: int) -> list[FeedbackItem]:
+    """Decode and validate a feedback body: one item, or ``{"items": [item, ...]}``.
+
+    An item has a ``request_id`` (labels for the rows of that answered request, in order), or the
+    features themselves (``"features": {...}`` for one row, ``"instances": [{...}, ...]``), or
+    both; and ``"labels": [y, ...]`` or, for one row, ``"label": y``. Labels are finite numbers,
+    one per row when features are given. 422 for anything else, naming the field; 413 when the
+    items or the rows of all items together exceed ``max_rows``.
+    """
+    document = _decode(body)
+    if not isinstance(document, dict):
+        raise InputError(422, ["body"], "Input should be a feedback object", "dict_type")
+    if _ITEMS not in document:
+        return [_feedback_item(document, ["body"], max_rows)]
+    extra = [key for key in document if key != _ITEMS]
+    if extra:
+        raise InputError(
+            422, ["body", extra[0]], "Extra inputs are not permitted", "extra_forbidden"
+        )
+    raw = document[_ITEMS]
+    prefix: Loc = ["body", _ITEMS]
+    if not isinstance(raw, list):
+        raise InputError(422, prefix, "Input should be a valid list", "list_type")
+    if not raw:
+        raise InputError(422, prefix, "List should have at least 1 item", "too_short")
+    if len(raw) > max_rows:
+        raise InputError(
+            413, prefix, f"{len(raw)} items exceed the limit of {max_rows} rows", "too_long"
+        )
+    items = [_feedback_item(item, [*prefix, i], max_rows) for i, item in enumerate(raw)]
+    rows = sum(len(item.labels) for item in items)
+    if rows > max_rows:
+        raise InputError(
+            413, prefix, f"{rows} labelled rows exceed the limit of {max_rows} rows", "too_long"
+        )
+    return items
+
+
+def _feedback_item(item: Any, loc: Loc, max_rows: int) -> FeedbackItem:
+    """One feedback item; structure first (keys, alternatives), then values, like /predict."""
+    if not isinstance(item, dict):
+        raise InputError(422, loc, "Input should be a feedback object", "dict_type")
+    unknown = [key for key in item if key not in _FEEDBACK_KEYS]
+    if unknown:
+        raise InputError(
+            422, [*loc, unknown[0]], "Extra inputs are not permitted", "extra_forbidden"
+        )
+    if "features" in item and _INSTANCES in item:
+        raise InputError(
+            422, [*loc, _INSTANCES], "give either features (one row) or instances", "value_error"
+        )
+    if "label" in item and "labels" in item:
+        raise InputError(422, [*loc, "labels"], "give either label or labels", "value_error")
+    if not ("request_id" in item or "features" in item or _INSTANCES in item):
+        raise InputError(
+            422,
+            [*loc, "request_id"],
+            "Field required: request_id, features or instances",
+            "missing",
+        )
+    if "label" not in item and "labels" not in item:
+        raise InputError(
+            422, [*loc, "label" if "features" in item else "labels"], "Field required", "missing"
+        )
+    request_id = item.get("request_id")
+    if "request_id" in item and not valid_request_id(request_id):
+        raise InputError(
+            422,
+            [*loc, "request_id"],
+            "Input should be a request id: 1 to 64 characters of A-Z a-z 0-9 . _ : -",
+            "string_pattern_mismatch",
+        )
+    features = _feedback_features(item, loc, max_rows)
+    labels = _labels(item, loc, max_rows)
+    if features is not None and features.shape[0] != labels.shape[0]:
+        name = "labels" if "labels" in item else "label"
+        raise InputError(
+            422,
+            [*loc, name],
+            f"{labels.shape[0]} labels for {features.shape[0]} rows: give one label per row",
+            "value_error",
+        )
+    return FeedbackItem(request_id=request_id, features=features, labels=labels)
+
+
+def _feedback_features(item: dict[str, Any], loc: Loc, max_rows: int) -> np.ndarray | None:
+    if "features" in item:
+        prefix: Loc = [*loc, "features"]
+        _check_keys([item["features"]], prefix, batch=False)
+        return _to_matrix([item["features"]], prefix, batch=False)
+    if _INSTANCES not in item:
+        return None
+    rows, prefix = item[_INSTANCES], [*loc, _INSTANCES]
+    if not isinstance(rows, list):
+        raise InputError(422, prefix, "Input should be a valid list", "list_type")
+    if not rows:
+        raise InputError(422, prefix, "List should have at least 1 item", "too_short")
+    if len(rows) > max_rows:
+        raise InputError(
+            413,
+            prefix,
+            f"batch of {len(rows)} rows exceeds the limit of {max_rows} rows",
+            "too_long",
+        )
+    _check_keys(rows, prefix, batch=True)
+    return _to_matrix(rows, prefix, batch=True)
+
+
+def _labels(item: dict[str, Any], loc: Loc, max_rows: int) -> np.ndarray:
+    """The item's labels as a float64 vector: each a finite JSON number."""
+    if "label" in item:
+        values, prefix, one = [item["label"]], [*loc, "label"], True
+    else:
+        values, prefix, one = item["labels"], [*loc, "labels"], False
+        if not isinstance(values, list):
+            raise InputError(422, prefix, "Input should be a valid list", "list_type")
+        if not values:
+            raise InputError(422, prefix, "List should have at least 1 item", "too_short")
+        if len(values) > max_rows:
+            raise InputError(
+                413, prefix, f"{len(values)} labels exceed the limit of {max_rows} rows", "too_long"
+            )
+    if set(map(type, values)) != {float}:  # after _decode every JSON number is a float
+        index = next(i for i, v in enumerate(values) if type(v) is not float)
+        raise InputError(
+            422,
+            prefix if one else [*prefix, index],
+            f"Input should be a valid number, got {_json_type(values[index])}",
+            "float_type",
+        )
+    labels = np.array(values, dtype=np.float64)
+    finite = np.isfinite(labels)
+    if not finite.all():
+        index = int(np.argmin(finite))
+        raise InputError(
+            422, prefix if one else [*prefix, index], "not a finite number", "finite_number"
+        )
+    return labels

@@ -34,6 +34,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-window-ms", type=float, default=1.0)
     parser.add_argument("--batch-max-rows", type=int, default=1024)
     parser.add_argument("--drain-s", type=float, default=1.0)
+    parser.add_argument(
+        "--capture-rows", type=int, default=20_000, help="rows of answered requests kept in memory"
+    )
+    parser.add_argument(
+        "--feedback-rows", type=int, default=20_000, help="rows of feedback kept in memory"
+    )
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -46,6 +52,8 @@ def settings_from(args: argparse.Namespace, worker: int) -> ServiceSettings:
         batch_window_ms=args.batch_window_ms,
         batch_max_rows=args.batch_max_rows,
         drain_s=args.drain_s,
+        capture_rows=args.capture_rows,
+        feedback_rows=args.feedback_rows,
     )
 
 
@@ -71,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     store = load_store(args.registry, args.version, f"worker {args.worker_id}")
     if store is None:
         return EXIT_MODEL_LOAD_FAILED
-    serve(shared, args.uds, store, settings_from(args, args.worker_id), args.log_level)
+    settings = settings_from(args, args.worker_id)
+    serve(shared, args.uds, store, settings, args.log_level, registry=ModelRegistry(args.registry))
     return 0
 
 

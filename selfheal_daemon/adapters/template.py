@@ -38,6 +38,8 @@ class TemplateSpec:
     batch_window_ms: float = 1.0
     batch_max_rows: int = 1024
     drain_s: float = 1.0
+    capture_rows: int = 20_000
+    feedback_rows: int = 20_000
 
 
 class TemplateProcess:
@@ -76,6 +78,8 @@ class TemplateProcess:
             "--batch-window-ms", str(self.spec.batch_window_ms),
             "--batch-max-rows", str(self.spec.batch_max_rows),
             "--drain-s", str(self.spec.drain_s),
+            "--capture-rows", str(self.spec.capture_rows),
+            "--feedback-rows", str(self.spec.feedback_rows),
             "--log-level", self.spec.log_level,
         ]  # fmt: skip
         env = dict(os.environ)

@@ -67,7 +67,12 @@ def test_single_object_predicts_one_value(client: TestClient, trained: Trained) 
     response = client.post("/predict", json=ROW)
     assert response.status_code == 200
     expected = trained.model.predict(np.array([[ROW[f] for f in FEATURES]]))
-    assert response.json() == {"predictions": expected.tolist(), "model_version": "v1"}
+    answer = response.json()
+    assert answer == {
+        "predictions": expected.tolist(),
+        "model_version": "v1",
+        "request_id": answer["request_id"],
+    }
 
 
 def test_batch_equals_row_by_row(client: TestClient, trained: Trained) -> None:
@@ -111,10 +116,8 @@ def test_swap_is_visible_to_the_next_request(settings: ServiceSettings) -> None:
     with TestClient(create_app(settings, store)) as test_client:
         assert test_client.post("/predict", json=ROW).json()["predictions"] == [1.0]
         store.load(source, "v2")
-        assert test_client.post("/predict", json=ROW).json() == {
-            "predictions": [2.0],
-            "model_version": "v2",
-        }
+        answer = test_client.post("/predict", json=ROW).json()
+        assert (answer["predictions"], answer["model_version"]) == ([2.0], "v2")
 
 
 def test_model_returning_nan_is_a_500_with_a_sentence(settings: ServiceSettings) -> None:
