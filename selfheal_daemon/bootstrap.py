@@ -49,7 +49,14 @@ def ensure_model(cfg: Config, registry: ModelRegistry, progress: Progress) -> st
     progress(f"loaded {len(frame):,} rows")
     parent = registry.alias("current")
     version, result = train_and_register(
-        registry, frame, cfg.training, cfg.gate, origin=origin, parent=parent, progress=progress
+        registry,
+        frame,
+        cfg.training,
+        cfg.gate,
+        origin=origin,
+        parent=parent,
+        progress=progress,
+        bins=cfg.drift.bins,
     )
     registry.set_alias("current", version)
     registry.set_alias("last_good", version)

@@ -8,6 +8,7 @@ the caller waits for (bounded by ``control.action_timeout_s``).
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from selfheal_daemon.audit import format_ts, parse_ts, read_records
 from selfheal_daemon.control import ActionRefused
 from selfheal_daemon.daemon import Daemon
 from selfheal_daemon.errors import SelfhealError
+from selfheal_daemon.model_policy import DAY_S, retrain_blocked
 from selfheal_daemon.operations import ControlRequest
 from selfheal_daemon.report import build_report, filter_history
 
@@ -76,6 +78,8 @@ class DaemonControl:
             },
             "drift": {"last_check": latest.get("data_drift")},
             "quality": {"last_check": latest.get("data_quality")},
+            "performance": {"last_check": latest.get("performance")},
+            "model_healing": self._model_healing(),
             "cooldowns": {
                 "crash_loop": state.in_crash_loop,
                 "restart_times_in_window": len(state.restart_times),
@@ -83,6 +87,24 @@ class DaemonControl:
             },
             "open_incidents": list(d.recorder.open_incidents),
             "audit": {"pending_writes": d.recorder.audit.pending},
+        }
+
+    def _model_healing(self) -> dict[str, Any]:
+        m = self.daemon.model_snapshot
+        now = datetime.now(UTC).timestamp()
+        return {
+            "retraining": m.job_issue or None,
+            "deploying": m.deploying or None,
+            "drift_streak": m.drift_streak,
+            "drift_needed": self.cfg.drift.consecutive,
+            "retrain_blocked": retrain_blocked(m, now, self.cfg.retrain) or None,
+            "retrains_today": sum(
+                1 for t in m.retrain_times if int(t // DAY_S) == int(now // DAY_S)
+            ),
+            "daily_budget": self.cfg.retrain.daily_budget,
+            "last_retrain_at": _iso(m.last_retrain_at),
+            "last_deployed_at": _iso(m.deployed_at),
+            "deployed_from": m.deployed_from,
         }
 
     def _model(self, version: str | None) -> dict[str, Any] | None:
@@ -132,6 +154,8 @@ class DaemonControl:
 
     # ----- actions ---------------------------------------------------------------------------
     def act(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        if action == "check":
+            return self._check()
         request = ControlRequest(action, params)
         self.daemon.events.put(request)
         try:
@@ -142,3 +166,21 @@ class DaemonControl:
                 f"{self.cfg.control.action_timeout_s:.0f} s",
                 503,
             ) from None
+
+    def _check(self) -> dict[str, Any]:
+        """Run the monitoring pass on this thread now, then wait for the loop's decisions."""
+        reply: Future[list[dict[str, Any]]] = Future()
+        collected = self.daemon.monitor_pass(reply)
+        try:
+            decided = reply.result(timeout=self.cfg.control.action_timeout_s)
+        except FutureTimeout:
+            raise ActionRefused(
+                "the daemon did not decide within the action timeout", 503
+            ) from None
+        except Exception as exc:
+            raise ActionRefused(f"the monitoring pass failed: {exc}", 500) from None
+        return {"collected": collected, "decided": decided}
+
+
+def _iso(epoch: float | None) -> str | None:
+    return format_ts(datetime.fromtimestamp(epoch, UTC)) if epoch is not None else None

@@ -356,15 +356,109 @@ def resume(config: ConfigOption = None) -> None:
 
 
 @app.command()
-def retrain(config: ConfigOption = None) -> None:
-    """Retrain now and promote through the gate (needs the model-healing loop)."""
-    typer.echo(json.dumps(_act(config, "retrain"), indent=2))
+def retrain(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Retrain now (in a child process) and promote only through the gate; audited as manual.
+
+    Bypasses the cooldown and the daily budget. Follow it with `selfheal status` or
+    `selfheal history --issue manual_action`.
+    """
+    result = _act(config, "retrain")
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(
+        "retrain started in a child process; the candidate is promoted only if it passes the gate"
+        " (follow: selfheal history --issue manual_action)"
+    )
 
 
 @app.command()
-def check(config: ConfigOption = None) -> None:
-    """Run the monitoring jobs now and print the verdicts (needs the model-healing loop)."""
-    typer.echo(json.dumps(_act(config, "check"), indent=2))
+def check(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Run the monitoring jobs now (capture, incoming data, drift, live metric); print verdicts."""
+    from selfheal_daemon.cli_ops import format_check
+
+    result = _act(config, "check")
+    typer.echo(json.dumps(result, indent=2) if as_json else format_check(result))
+
+
+@app.command("fix-data")
+def fix_data(  # noqa: PLR0917 - typer maps parameters to options
+    in_path: Annotated[Path, typer.Argument(metavar="IN", help="CSV or Parquet batch to repair")],
+    out_path: Annotated[Path, typer.Argument(metavar="OUT", help="where the repaired rows go")],
+    config: ConfigOption = None,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option(help="where unrepairable rows go (default: OUT's name + .quarantine.csv)"),
+    ] = None,
+    require_target: Annotated[
+        bool, typer.Option("--require-target", help="refuse a batch without MedHouseVal")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check and repair a data file against the bounds learned from the training data."""
+    from selfheal_daemon.pipeline import base_frame, learn_profile
+    from selfheal_daemon.quality import describe, format_fixes
+    from selfheal_daemon.quality_io import default_quarantine_path, fix_file
+
+    try:
+        cfg = _load(config)
+        profile = learn_profile(base_frame(cfg))
+        result = fix_file(
+            in_path,
+            out_path,
+            profile,
+            quarantine_path=quarantine,
+            require_target=require_target,
+        )
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    where = quarantine or default_quarantine_path(out_path)
+    if as_json:
+        summary = {**describe(result), "out": str(out_path)}
+        if result.rows_quarantined:
+            summary["quarantine"] = str(where)
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(format_fixes(result))
+    typer.echo(f"wrote {result.rows_kept:,} rows to {out_path}")
+    if result.rows_quarantined:
+        typer.echo(f"quarantined {result.rows_quarantined:,} rows (with reasons) to {where}")
+
+
+@app.command()
+def once(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """One pass of the pipeline for CI: repair data, train, test, gate, promote or keep, drift.
+
+    Exit 0 promoted; 10 the gate's metrics kept the champion; 11 the model tests failed even after
+    repairing the data; 12 the current model failed verification and last_good was restored.
+    """
+    from selfheal_daemon.logs import configure_logging
+    from selfheal_daemon.once import run_once
+
+    try:
+        cfg = _load(config)
+        configure_logging(cfg.logging.level)
+        result = run_once(cfg, progress=lambda msg: logger.info("once: {}", msg))
+    except SelfhealError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        verdict = result.verdict
+        cand, champ = verdict.get("candidate") or {}, verdict.get("champion") or {}
+        typer.echo(f"outcome: {result.outcome} (exit {result.exit_code})")
+        if result.candidate:
+            typer.echo(f"promoted {result.candidate} over {result.champion}")
+        if cand:
+            typer.echo(
+                f"candidate R2 {cand.get('r2', float('nan')):.3f}, champion R2 "
+                f"{champ.get('r2', float('nan')):.3f} on the same holdout"
+            )
+        for reason in verdict.get("reasons", []):
+            typer.echo(f"  - {reason}")
+        if result.drift is not None:
+            typer.echo(f"drift: {result.drift.get('reason')}")
+    raise typer.Exit(result.exit_code)
 
 
 @app.command()

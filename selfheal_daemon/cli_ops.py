@@ -108,3 +108,30 @@ def follow_drill(
     if tty:
         say("\r" + " " * 40 + "\r")
     return result
+
+
+def format_check(result: dict[str, Any]) -> str:
+    """What ``selfheal check`` prints: what was collected, then each verdict and action."""
+    c = result.get("collected") or {}
+    lines = [
+        f"collected {c.get('requests', 0)} requests ({c.get('rows', 0)} rows) and"
+        f" {c.get('feedback', 0)} feedback items from the workers"
+        + (f"; {c['errors']} worker(s) did not answer" if c.get("errors") else "")
+    ]
+    for item in result.get("decided") or []:
+        issue, detection = item.get("issue", ""), item.get("detection", "")
+        head = (
+            f"{issue}: {detection}" if issue else f"{item.get('action')}: {item.get('reason', '')}"
+        )
+        facts = []
+        for key in ("score", "r2", "rows", "streak", "outcome", "action", "version", "file"):
+            if item.get(key) is not None and key in item:
+                facts.append(f"{key} {item[key]}")
+        if item.get("needed") is not None:
+            facts.append(f"needed {item['needed']}")
+        line = head + (f" ({', '.join(facts)})" if facts else "")
+        if item.get("reason") and issue:
+            line += f": {item['reason']}"
+        lines.append(line)
+        lines.extend(f"  - {fix}" for fix in item.get("fixes") or [])
+    return "\n".join(lines)

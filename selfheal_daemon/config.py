@@ -129,9 +129,86 @@ class TrainingConfig(_Section):
 
 
 class GateConfig(_Section):
-    """What a model must clear before it is served."""
+    """What a candidate model must clear before it is served: metrics and the model tests."""
 
     min_r2: float = Field(default=0.70, ge=-1, le=1)
+    champion_tolerance: float = Field(default=0.0, ge=0, le=1)
+    golden_rows: int = Field(default=200, ge=10, le=100_000)
+    golden_tolerance: float = Field(default=1.0, gt=0)
+    golden_min_share: float = Field(default=0.8, gt=0, le=1)
+    direction_feature: str = "MedInc"
+    direction_step: float = 2.0
+    direction_rows: int = Field(default=200, ge=10, le=100_000)
+    direction_min_share: float = Field(default=0.8, gt=0, le=1)
+    latency_budget_ms: float = Field(default=50.0, gt=0, le=60_000)
+    batch_latency_budget_ms: float = Field(default=1000.0, gt=0, le=600_000)
+    suspect_max_share: float = Field(default=0.2, ge=0, le=1)
+
+    @field_validator("direction_feature")
+    @classmethod
+    def _known_feature(cls, v: str) -> str:
+        from selfheal_daemon.features import FEATURES
+
+        if v not in FEATURES:
+            raise ValueError(f"direction_feature must be one of {', '.join(FEATURES)}, got {v!r}")
+        return v
+
+
+class MonitorConfig(_Section):
+    """The monitoring job: captured requests and feedback, incoming batches, drift, live metric."""
+
+    interval_s: PositiveSeconds = 60.0
+    capture_rows: int = Field(default=20_000, ge=100, le=10_000_000)
+    feedback_rows: int = Field(default=20_000, ge=100, le=10_000_000)
+
+
+class DriftConfig(_Section):
+    """Data drift against the serving model's reference summary (computed at training time)."""
+
+    bins: int = Field(default=10, ge=2, le=1000)
+    psi_threshold: float = Field(default=0.2, gt=0, le=100)
+    ks_threshold: float = Field(default=0.1, gt=0, le=1)
+    min_rows: int = Field(default=500, ge=10, le=10_000_000)
+    window_rows: int = Field(default=5000, ge=10, le=10_000_000)
+    share: float = Field(default=0.5, gt=0, le=1)
+    weighted: bool = True
+    consecutive: int = Field(default=2, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _window_holds_minimum(self) -> DriftConfig:
+        if self.window_rows < self.min_rows:
+            raise ValueError(
+                f"window_rows ({self.window_rows}) must be at least min_rows ({self.min_rows})"
+            )
+        return self
+
+
+class RetrainConfig(_Section):
+    """Retraining: in a child process with limits, a cooldown and a daily budget."""
+
+    cooldown_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 3600.0
+    daily_budget: int = Field(default=3, ge=0, le=1000)
+    timeout_s: PositiveSeconds = 900.0
+    max_memory_mb: int = Field(default=4096, ge=256, le=1_048_576)
+    recent_rows: int = Field(default=100_000, ge=0, le=100_000_000)
+
+
+class PerformanceConfig(_Section):
+    """Live performance from feedback: a rolling window of labelled predictions."""
+
+    window_rows: int = Field(default=500, ge=10, le=10_000_000)
+    min_rows: int = Field(default=200, ge=10, le=10_000_000)
+    min_r2: float = Field(default=0.5, ge=-100, le=1)
+    recent_deploy_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 3600.0
+    hold_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 3600.0
+
+    @model_validator(mode="after")
+    def _window_holds_minimum(self) -> PerformanceConfig:
+        if self.window_rows < self.min_rows:
+            raise ValueError(
+                f"window_rows ({self.window_rows}) must be at least min_rows ({self.min_rows})"
+            )
+        return self
 
 
 class AuditConfig(_Section):
@@ -191,6 +268,10 @@ class Config(_Section):
     resources: ResourcesConfig = ResourcesConfig()
     training: TrainingConfig = TrainingConfig()
     gate: GateConfig = GateConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    drift: DriftConfig = DriftConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    performance: PerformanceConfig = PerformanceConfig()
     audit: AuditConfig = AuditConfig()
     control: ControlConfig = ControlConfig()
     report: ReportConfig = ReportConfig()
@@ -209,6 +290,23 @@ class Config(_Section):
     @property
     def audit_dir(self) -> Path:
         return self.state_dir / "audit"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def incoming_dir(self) -> Path:
+        return self.data_dir / "incoming"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def labelled_dir(self) -> Path:
+        """Repaired labelled rows taken in (incoming batches, feedback): retraining reads them."""
+        return self.data_dir / "labelled"
 
     @property
     def control_socket(self) -> Path:

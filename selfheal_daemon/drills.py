@@ -11,25 +11,35 @@ time to recovery. The faults are the real ones:
 - ``bad-model``: a new version whose every prediction is NaN, deployed (it fails its smoke test);
 - ``corrupt-artifact``: a copy of the serving model registered, then its bytes damaged on disk, and
   deployed (the checksum refuses it).
+- ``drift``: a labelled batch of shifted data (richer, more crowded districts further north-east)
+  dropped into ``data/incoming/``, and as many shifted rows sent to ``/predict`` on the service's
+  port; the monitor detects it at its next passes, retrains, gates and deploys.
 
 The two model drills leave their version in the registry, marked in its origin.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import numpy as np
+import pandas as pd
 import psutil
 from loguru import logger
 from sklearn.linear_model import LinearRegression
 
 from selfheal_daemon.adapters.workers import WorkerHandle
+from selfheal_daemon.config import Config
+from selfheal_daemon.features import FEATURES, load_dataset
+from selfheal_daemon.quality_io import write_table
 from selfheal_daemon.registry import MODEL_FILE, ModelRegistry
 
 KINDS = ("crash", "hang", "leak", "bad-model", "corrupt-artifact", "drift")
@@ -130,3 +140,53 @@ def signal_plan(kind: str, worker: int, handle: WorkerHandle, sig: int, issue: s
 
 def log_injected(kind: str, details: dict[str, Any]) -> None:
     logger.warning("drill {}: fault injected: {}", kind, details)
+
+
+DRIFT_ROWS = 3000
+# The districts move north-east and grow richer and more crowded: the features the model leans on
+# most (location, income) shift, so the importance-weighted share of drifted features is high.
+DRIFT_SCALE = {"MedInc": 1.5, "AveOccup": 1.4}
+DRIFT_OFFSET = {"Latitude": 1.0, "Longitude": 1.0}
+
+
+def drifted_frame(base: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """``rows`` complete rows of ``base``, features shifted by the drill's drift (labels kept)."""
+    complete = base.dropna()
+    sample = complete.sample(n=rows, replace=len(complete) < rows, random_state=seed)
+    out = sample.reset_index(drop=True).copy()
+    for name, factor in DRIFT_SCALE.items():
+        out[name] = out[name] * factor
+    for name, offset in DRIFT_OFFSET.items():
+        out[name] = out[name] + offset
+    return out
+
+
+def describe_shift() -> str:
+    scaled = [f"{k} x{v:g}" for k, v in DRIFT_SCALE.items()]
+    moved = [f"{k} {v:+g}" for k, v in DRIFT_OFFSET.items()]
+    return ", ".join(scaled + moved)
+
+
+def inject_drift(cfg: Config, rows: int = DRIFT_ROWS, seed: int | None = None) -> dict[str, Any]:
+    """Drop a drifted labelled batch into ``data/incoming/`` and send as many drifted requests."""
+    seed = int(time.time()) if seed is None else seed
+    frame = drifted_frame(load_dataset(cfg.training_data), rows, seed)
+    cfg.incoming_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = cfg.incoming_dir / f"drill-drift-{stamp}.csv"
+    write_table(frame, path)
+    url = f"http://{cfg.service.host}:{cfg.service.port}/predict"
+    batch = min(cfg.service.max_batch_rows, 500)
+    instances = frame[list(FEATURES)].to_dict(orient="records")
+
+    def send() -> None:
+        with httpx.Client(timeout=10.0) as client:
+            for start in range(0, len(instances), batch):
+                body = json.dumps({"instances": instances[start : start + batch]})
+                try:
+                    client.post(url, content=body, headers={"content-type": "application/json"})
+                except httpx.HTTPError as exc:
+                    logger.warning("drift drill: a request failed: {}", exc)
+
+    threading.Thread(target=send, name="drill-drift", daemon=True).start()
+    return {"incoming": path.name, "rows": rows, "requests_rows": rows, "shift": describe_shift()}

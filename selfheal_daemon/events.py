@@ -119,10 +119,15 @@ class ResourceSample:
 
 @dataclass(frozen=True)
 class ModelChanged:
-    """The version the workers are started with changed (a rollback, or a confirmation)."""
+    """The version the workers are started with changed (a rollback, or a confirmation).
+
+    ``in_place``: the running workers already serve it (swapped in-process by the deployer), so
+    none is replaced; only processes still starting from the old template are.
+    """
 
     serving: str
     last_good: str | None
+    in_place: bool = False
 
 
 Event = (

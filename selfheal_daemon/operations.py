@@ -35,13 +35,18 @@ from selfheal_daemon.events import (
     RollbackModel,
 )
 from selfheal_daemon.metrics import DaemonMetrics
+from selfheal_daemon.model_policy import (
+    DeployRequested,
+    ModelEvent,
+    ModelState,
+    RetrainRequested,
+)
 from selfheal_daemon.registry import ModelRegistry, validate_version
 from selfheal_daemon.states import WorkerState
 from selfheal_daemon.supervisor_state import SupervisorState
 
 FOLLOW_UP_S = 300.0  # a manual restart or rollback not done by then is recorded as failed
 DRIFT_POINTS = 2000  # drift scores kept for the dashboard's chart
-NOT_YET = "arrives with the model-healing loop (drift, retraining, the gate), not built yet"
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,9 @@ class Recorder:
 
     def _remember(self, record: dict[str, Any]) -> None:
         issue, details = record.get("issue"), record.get("details")
-        if issue not in ("data_drift", "data_quality") or not isinstance(details, dict):
+        if issue not in ("data_drift", "data_quality", "performance") or not isinstance(
+            details, dict
+        ):
             return
         self.latest[str(issue)] = {"ts": record.get("ts"), **details}
         score = details.get("score")
@@ -157,6 +164,8 @@ class Operations:
         recorder: Recorder,
         handle: Callable[[Event], None],
         state: Callable[[], SupervisorState],
+        model: Callable[[ModelEvent], list[dict[str, Any]]] = lambda _e: [],
+        model_state: Callable[[], ModelState] | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -165,6 +174,8 @@ class Operations:
         self.recorder = recorder
         self.handle = handle
         self.state = state
+        self.model = model
+        self.model_state = model_state or (lambda: ModelState(serving=self.state().serving))
         self.follow_ups: list[FollowUp] = []
 
     # ----- follow-ups ------------------------------------------------------------------------
@@ -250,9 +261,18 @@ class Operations:
                 return self._rollback(params.get("to"))
             case "drill":
                 return self._drill(str(params.get("kind", "")))
-            case "retrain" | "check":
-                raise ActionRefused(f"{action} {NOT_YET}", 501)
+            case "retrain":
+                return self._retrain()
         raise ActionRefused(f"unknown action {action!r}", 404)
+
+    def _retrain(self) -> dict[str, Any]:
+        model = self.model_state()
+        if model.job_issue:
+            raise ActionRefused("a retrain is already running; see selfheal status", 409)
+        if model.deploying:
+            raise ActionRefused(f"a deployment of {model.deploying} is in progress", 409)
+        done = self.model(RetrainRequested(reason="manual retrain (control endpoint)"))
+        return {"accepted": True, "started": done}
 
     def _manual(
         self, scope: str, action: str, details: dict[str, Any], outcome: str | None = None
@@ -330,8 +350,6 @@ class Operations:
     def _drill(self, kind: str) -> dict[str, Any]:
         if kind not in drills.KINDS:
             raise ActionRefused(f"unknown drill {kind!r}; one of {', '.join(drills.KINDS)}", 422)
-        if kind == "drift":
-            raise ActionRefused(f"the drift drill {NOT_YET}", 501)
         state = self.state()
         if state.paused:
             raise ActionRefused("healing is paused: a drill would not be healed; resume first")
@@ -362,6 +380,8 @@ class Operations:
     def _plan(self, kind: str, state: SupervisorState) -> drills.Plan:
         if kind in ("bad-model", "corrupt-artifact"):
             return self._model_plan(kind, state)
+        if kind == "drift":
+            return self._drift_plan()
         worker, pid = drills.pick_worker(self._ready(state))
         handle = self.pool.handle(pid)
         if handle is None:
@@ -387,19 +407,27 @@ class Operations:
 
     def _model_plan(self, kind: str, state: SupervisorState) -> drills.Plan:
         settled = state.all_ready and not any(s.replacing or s.stale for s in state.workers)
-        if not state.last_good or not settled:
+        if not state.last_good or not settled or self.model_state().busy:
             raise drills.DrillRefused(
-                "a model drill needs a last_good model and every worker ready on the serving one;"
-                " try again in a few seconds"
+                "a model drill needs a last_good model, every worker ready on the serving one and"
+                " no retrain or deployment running; try again in a few seconds"
             )
 
         def deploy() -> dict[str, Any]:
             version = drills.register_bad_version(
                 self.registry, state.serving, corrupt=kind == "corrupt-artifact"
             )
-            self.registry.set_alias("current", version)
-            self.pool.set_version(version)
-            self.handle(ModelChanged(serving=version, last_good=self.registry.alias("last_good")))
-            return {"deployed": version, "last_good": state.last_good}
+            self.model(DeployRequested(version, "drill", f"drill: {kind}"))
+            return {"deployed": version, "serving": state.serving}
 
         return drills.Plan(kind, "deployment_failure", None, deploy)
+
+    def _drift_plan(self) -> drills.Plan:
+        model = self.model_state()
+        if model.busy:
+            raise drills.DrillRefused("a retrain or deployment is running; try again later")
+
+        def inject() -> dict[str, Any]:
+            return drills.inject_drift(self.cfg)
+
+        return drills.Plan("drift", "data_drift", None, inject)

@@ -107,7 +107,7 @@ def _apply(event: Event, state: SupervisorState, now: float, cfg: PolicyConfig) 
         case ResourceSample():
             return _sampled(state, event, now, cfg)
         case ModelChanged():
-            return _model_changed(state, event)
+            return _model_changed(state, event, now)
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover - exhaustive match above
 
 
@@ -671,7 +671,7 @@ def _resume(state: SupervisorState, now: float, cfg: PolicyConfig) -> Result:
     return new, actions
 
 
-def _model_changed(state: SupervisorState, event: ModelChanged) -> Result:
+def _model_changed(state: SupervisorState, event: ModelChanged, now: float) -> Result:
     rolled = event.serving != state.serving
     new = replace(state, serving=event.serving, last_good=event.last_good, confirming=False)
     if rolled and event.serving != event.last_good:
@@ -679,6 +679,8 @@ def _model_changed(state: SupervisorState, event: ModelChanged) -> Result:
     if not rolled:
         return new, []
     reason = f"serve {event.serving}"
+    if event.in_place:
+        return _model_swapped(new, state.serving, reason, now)
     actions: list[Action] = []
     for current in new.workers:
         slot = replace(current, stale=True)
@@ -702,3 +704,27 @@ def _model_changed(state: SupervisorState, event: ModelChanged) -> Result:
     # The workers that run the old model are replaced; slots waiting in backoff are retried now.
     new, more = _restart_all(new, reason)
     return new, actions + more
+
+
+def _model_swapped(state: SupervisorState, old_version: str, reason: str, now: float) -> Result:
+    """The ready workers were swapped in place: they count as ready on the new model from now (it
+    is confirmed only after ``stable_after_s`` of that). Processes still starting were forked on
+    the old model: a successor is stopped (the slot keeps its swapped worker), a starting worker is
+    started again from the new template."""
+    actions: list[Action] = []
+    new = state
+    old = f"started on {old_version or 'the previous model'}, now {reason}"
+    for current in state.workers:
+        if state.shutting_down:
+            break
+        slot = replace(current, ready_at=now) if current.state is WorkerState.READY else current
+        new = new.with_slot(slot)
+        if slot.successor_pid is not None:
+            actions.append(StopWorker(slot.worker, slot.successor_pid, old))
+            new = new.with_slot(
+                replace(slot, replacing=False, successor_pid=None, successor_started_at=None)
+            )
+        elif slot.state is WorkerState.STARTING and slot.pid is not None:
+            actions += [StopWorker(slot.worker, slot.pid, old), StartWorker(slot.worker, reason)]
+            new = new.with_slot(_pending_start(slot))
+    return new, actions

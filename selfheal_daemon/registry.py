@@ -5,6 +5,8 @@ Layout under ``<state_dir>/registry``::
     v1/model.joblib      the fitted scikit-learn pipeline
     v1/meta.json         sha256 of every artifact, metrics, data fingerprint, parent, origin, ...
     v1/reference.npz     the reference sample the drift monitor compares against (no pickle)
+    v1/drift.npz         the reference summary for drift checks (bins, frequencies, sorted sample,
+                         feature importance), computed once at training time (no pickle)
     current              text file naming the version the service serves
     last_good            text file naming the version to roll back to
 
@@ -22,6 +24,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,8 +117,16 @@ class ModelRegistry:
         parent: str | None,
         origin: str,
         extra: dict[str, Any] | None = None,
+        artifacts: Mapping[str, Callable[[Path], None]] | None = None,
     ) -> str:
-        """Write and atomically publish a new version; return its name. Aliases are not moved."""
+        """Write and atomically publish a new version; return its name. Aliases are not moved.
+
+        ``artifacts`` maps more file names to functions that write them; their sha256 go into
+        meta.json beside the model's, and ``verify`` re-checks them too.
+        """
+        for name in artifacts or {}:
+            if name in (MODEL_FILE, META_FILE, REFERENCE_FILE) or "/" in name:
+                raise RegistryError(f"artifact name {name!r} is reserved or not a file name")
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
@@ -128,6 +139,11 @@ class ModelRegistry:
                 np.savez(fh, sample=np.asarray(reference, dtype="float64"))
                 fh.flush()
                 os.fsync(fh.fileno())
+            hashes: dict[str, str] = {}
+            for name, write in (artifacts or {}).items():
+                write(staging / name)
+                _fsync_file(staging / name)
+                hashes[name] = sha256_file(staging / name)
             meta: dict[str, Any] = {
                 "sha256": sha256_file(model_path),
                 "reference_sha256": sha256_file(ref_path),
@@ -138,6 +154,7 @@ class ModelRegistry:
                 "parent": parent,
                 "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
                 "origin": origin,
+                "artifacts": hashes,
                 **(extra or {}),
             }
             fsync_dir(staging)
@@ -219,19 +236,38 @@ class ModelRegistry:
             meta = self.info(version).meta
         except RegistryError as exc:
             return VerifyResult(version, ok=False, problem=str(exc))
-        for file_name, key in ((MODEL_FILE, "sha256"), (REFERENCE_FILE, "reference_sha256")):
+        expected = {MODEL_FILE: meta.get("sha256"), REFERENCE_FILE: meta.get("reference_sha256")}
+        extra = meta.get("artifacts")
+        if isinstance(extra, dict):
+            expected.update({str(k): v for k, v in extra.items()})
+        for file_name, digest in expected.items():
             path = self._dir(version) / file_name
             if not path.is_file():
                 return VerifyResult(version, ok=False, problem=f"{file_name} is missing")
             actual = sha256_file(path)
-            if actual != meta.get(key):
+            if actual != digest:
                 return VerifyResult(
                     version,
                     ok=False,
                     problem=f"{file_name} sha256 {actual[:12]}… does not match meta.json "
-                    f"{str(meta.get(key))[:12]}…",
+                    f"{str(digest)[:12]}…",
                 )
         return VerifyResult(version, ok=True)
+
+    def artifact(self, version: str, name: str) -> Path | None:
+        """The path of an extra artifact after its sha256 matched meta.json; None if the version
+        has no such artifact (older versions); ChecksumMismatchError if it is damaged."""
+        hashes = self.info(version).meta.get("artifacts")
+        if not isinstance(hashes, dict) or name not in hashes:
+            return None
+        path = self._dir(version) / name
+        try:
+            actual = sha256_file(path)
+        except FileNotFoundError as exc:
+            raise RegistryError(f"model version {version} has no {name}") from exc
+        if actual != hashes[name]:
+            raise ChecksumMismatchError(f"{name} of {version} fails its checksum")
+        return path
 
     def verify(self) -> list[VerifyResult]:
         """Re-check every version's artifacts."""

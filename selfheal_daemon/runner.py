@@ -69,6 +69,8 @@ def run_daemon(cfg: Config) -> None:
                 batch_window_ms=cfg.service.batch_window_ms,
                 batch_max_rows=cfg.service.batch_max_rows,
                 drain_s=cfg.service.drain_s,
+                capture_rows=cfg.monitor.capture_rows,
+                feedback_rows=cfg.monitor.feedback_rows,
             )
             pool = WorkerPool(
                 cfg.run_dir, spec, cfg.service.port, version, events.put, forget=probe.forget

@@ -2,6 +2,14 @@
 
 The pipeline imputes missing values itself (median), so a model can be fed data with gaps; the
 regressor is a HistGradientBoostingRegressor. The split is a deterministic function of the seed.
+
+Besides the model, training computes what the drift monitor needs so that no check recomputes it:
+each feature's importance to the model (permutation importance on the holdout, normalised to sum
+to 1) and the reference summary (quantile bins, frequencies, sorted sample; ``drift.py``), stored
+with the version. The reference is the current window the retrain answers (the rows the drift
+monitor compared), else the training rows of the recent labelled data when there are enough of
+them: after a retrain on drifted data the next question is whether the data moved since *that*;
+otherwise all training rows.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
@@ -25,6 +34,7 @@ from selfheal_daemon.features import FEATURES, TARGET, fingerprint
 from selfheal_daemon.registry import ModelRegistry
 
 Progress = Callable[[str], None]
+DRIFT_FILE = "drift.npz"
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,9 @@ class TrainResult:
     train_rows: int
     holdout_rows: int
     seconds: float
+    importance: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
 
 
 def build_pipeline(cfg: TrainingConfig) -> Pipeline:
@@ -71,8 +84,12 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     }
 
 
-def split(frame: pd.DataFrame, cfg: TrainingConfig) -> tuple[np.ndarray, ...]:
-    """Deterministic train/holdout split of FEATURES and TARGET as float64 arrays."""
+def split(
+    frame: pd.DataFrame, cfg: TrainingConfig, holdout: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
+    """Deterministic train/holdout split of FEATURES and TARGET as float64 arrays, then the
+    positions in ``frame`` of the training and the holdout rows. ``holdout`` (a boolean mask over
+    ``frame``'s rows) chooses the holdout instead of the seeded shuffle."""
     labelled = frame[frame[TARGET].notna()]
     if len(labelled) < 50:
         raise DataError(f"too little labelled data to train on: {len(labelled)} rows (need 50)")
@@ -80,26 +97,68 @@ def split(frame: pd.DataFrame, cfg: TrainingConfig) -> tuple[np.ndarray, ...]:
     # An infinity is nothing a model can learn from: treat it as missing; the imputer fills it.
     x[~np.isfinite(x)] = np.nan
     y = labelled[TARGET].to_numpy(dtype="float64")
+    positions = np.flatnonzero(frame[TARGET].notna().to_numpy())
+    if holdout is not None:
+        test = np.asarray(holdout, dtype=bool)[positions]
+        if not test.any() or test.all():
+            raise DataError("the holdout must hold some, but not all, labelled rows")
+        return x[~test], x[test], y[~test], y[test], positions[~test], positions[test]
     parts: list[np.ndarray] = train_test_split(
-        x, y, test_size=cfg.test_size, random_state=cfg.seed, shuffle=True
+        x, y, positions, test_size=cfg.test_size, random_state=cfg.seed, shuffle=True
     )
     return tuple(parts)
 
 
+def feature_importance(model: Any, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """Permutation importance of each feature on (x, y), clipped at 0 and summing to 1."""
+    if len(x) > 5000:  # enough to rank eight features; keeps a retrain's extra cost bounded
+        pick = np.random.default_rng(seed).choice(len(x), size=5000, replace=False)
+        x, y = x[pick], y[pick]
+    found = permutation_importance(model, x, y, n_repeats=3, random_state=seed, scoring="r2")
+    weights = np.clip(np.asarray(found.importances_mean, dtype="float64"), 0.0, None)
+    total = float(weights.sum())
+    if not np.isfinite(total) or total <= 0:
+        return np.full(len(FEATURES), 1.0 / len(FEATURES))
+    return np.asarray(weights / total)
+
+
 def train(
-    frame: pd.DataFrame, cfg: TrainingConfig, progress: Progress = lambda _m: None
+    frame: pd.DataFrame,
+    cfg: TrainingConfig,
+    progress: Progress = lambda _m: None,
+    *,
+    recent_from: int | None = None,
+    min_recent_reference: int = 500,
+    window: np.ndarray | None = None,
+    holdout: np.ndarray | None = None,
 ) -> TrainResult:
-    """Fit the pipeline on the training part of ``frame`` and measure it on the holdout."""
+    """Fit the pipeline on the training part of ``frame`` and measure it on the holdout.
+
+    ``holdout`` (a boolean mask over the rows) fixes the holdout, else the seeded split does.
+    The drift reference is drawn from ``window`` (the monitor's current window, the data the
+    retrain answers) when it has at least ``min_recent_reference`` rows; else from the rows of
+    ``frame`` from position ``recent_from`` on (the recent labelled data) when enough of them are
+    training rows; else from all training rows.
+    """
     started = time.monotonic()
-    x_train, x_test, y_train, y_test = split(frame, cfg)
+    x_train, x_test, y_train, y_test, at_train, _at_test = split(frame, cfg, holdout)
     progress(f"fitting on {len(x_train):,} rows ({cfg.max_iter} boosting iterations)")
     model = build_pipeline(cfg)
     model.fit(x_train, y_train)
     progress(f"evaluating on {len(x_test):,} holdout rows")
     metrics = evaluate(model, x_test, y_test)
+    progress("measuring each feature's importance (permutation, on the holdout)")
+    importance = feature_importance(model, x_test, y_test, cfg.seed)
+    pool = x_train
+    if recent_from is not None:
+        recent = x_train[at_train >= recent_from]
+        if len(recent) >= min_recent_reference:
+            pool = recent
+    if window is not None and len(window) >= min_recent_reference:
+        pool = np.asarray(window, dtype="float64")
     rng = np.random.default_rng(cfg.seed)
-    take = min(cfg.reference_rows, len(x_train))
-    reference = x_train[np.sort(rng.choice(len(x_train), size=take, replace=False))]
+    take = min(cfg.reference_rows, len(pool))
+    reference = pool[np.sort(rng.choice(len(pool), size=take, replace=False))]
     return TrainResult(
         model=model,
         metrics=metrics,
@@ -109,6 +168,9 @@ def train(
         train_rows=len(x_train),
         holdout_rows=len(x_test),
         seconds=time.monotonic() - started,
+        importance=importance,
+        x_test=x_test,
+        y_test=y_test,
     )
 
 
@@ -129,12 +191,32 @@ def train_and_register(
     origin: str,
     parent: str | None,
     progress: Progress = lambda _m: None,
+    bins: int = 10,
 ) -> tuple[str, TrainResult]:
     """Train, check the gate, and register the model as a new version (aliases untouched)."""
     result = train(frame, cfg, progress)
     check_gate(result.metrics, gate)
     progress("registering the model")
-    version = registry.register(
+    return register_result(registry, result, cfg, origin=origin, parent=parent, bins=bins), result
+
+
+def register_result(
+    registry: ModelRegistry,
+    result: TrainResult,
+    cfg: TrainingConfig,
+    *,
+    origin: str,
+    parent: str | None,
+    bins: int = 10,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Register a trained model with its drift summary; returns the new version's name."""
+    from selfheal_daemon.drift import ReferenceSummary
+
+    summary = ReferenceSummary.build(
+        result.reference, FEATURES, bins=bins, importance=result.importance
+    )
+    return registry.register(
         result.model,
         metrics=result.metrics,
         reference=result.reference,
@@ -153,6 +235,10 @@ def train_and_register(
                 "learning_rate": cfg.learning_rate,
                 "seed": cfg.seed,
             },
+            "importance": {
+                f: round(float(w), 4) for f, w in zip(FEATURES, result.importance, strict=True)
+            },
+            **(extra or {}),
         },
+        artifacts={DRIFT_FILE: summary.save},
     )
-    return version, result

@@ -159,6 +159,15 @@ class WorkerPool:
                 self._switching = False
         self.warm_up()
 
+    def mark_version(self, pid: int, version: str) -> None:
+        """Worker ``pid`` now serves ``version`` (swapped in place); recorded in workers.json."""
+        with self._lock:
+            handle = self._handles.get(pid)
+            if handle is None:
+                return
+            handle.version = version
+            self._write_records()
+
     def _on_template(self, message: dict[str, Any]) -> None:
         event = message.get("event")
         with self._lock:

@@ -409,3 +409,36 @@ def test_worker_starting_on_the_old_model_is_restarted_at_a_change() -> None:
     fresh = d.spawn(0)
     d.feed(WorkerReady(0, fresh))
     assert (d.state.slot(0).pid, d.state.slot(0).stale) == (fresh, False)
+
+
+# ----- in-place swaps -------------------------------------------------------------------------
+
+
+def test_an_in_place_swap_replaces_no_ready_worker_and_confirms_after_stable() -> None:
+    """Workers swapped in place keep running; the new model is confirmed only after every worker
+    has served it for stable_after_s, counted from the swap."""
+    d = Recorder(workers=2, cfg=CFG)
+    d.feed(ModelChanged(serving="v2", last_good="v2"))
+    pids = d.all_ready()
+    d.clock.advance(CFG.restart.stable_after_s + 10)
+    d.feed(Tick())
+    decision = d.feed(ModelChanged(serving="v3", last_good="v2", in_place=True))
+    assert decision.actions == ()
+    assert [s.pid for s in d.state.workers] == pids
+    assert d.state.serving == "v3"
+    d.clock.advance(CFG.restart.stable_after_s - 1)
+    assert confirms(d.feed(Tick())) == []
+    d.clock.advance(1)
+    assert confirms(d.feed(Tick())) == [ConfirmModel("v3")]
+
+
+def test_an_in_place_swap_restarts_a_worker_still_starting_on_the_old_template() -> None:
+    d = Recorder(workers=2, cfg=CFG)
+    d.feed(ModelChanged(serving="v2", last_good="v2"))
+    pids = d.all_ready()
+    d.feed(WorkerExited(1, pids[1], -9))  # restarted at once, from the old template
+    starting = d.spawn(1)
+    decision = d.feed(ModelChanged(serving="v3", last_good="v2", in_place=True))
+    assert StopWorker(1, starting, "started on v2, now serve v3") in decision.actions
+    assert StartWorker(1, "serve v3") in decision.actions
+    assert not of_type(decision.actions, StopWorker)[1:]  # the ready worker 0 is left alone
