@@ -51,6 +51,7 @@ class TemplateProcess:
         self._lock = threading.Lock()
         self._popen: subprocess.Popen[bytes] | None = None
         self._ctrl: socket.socket | None = None
+        self._reader: threading.Thread | None = None
         self.version: str | None = None
 
     @property
@@ -95,11 +96,13 @@ class TemplateProcess:
             )
         finally:
             theirs.close()
+        reader = threading.Thread(
+            target=self._read, args=(popen, ours), name="template-reader", daemon=True
+        )
         with self._lock:
             self._popen, self._ctrl, self.version = popen, ours, version
-        threading.Thread(
-            target=self._read, args=(popen, ours), name="template-reader", daemon=True
-        ).start()
+            self._reader = reader
+        reader.start()
         logger.info("started the worker template (pid {}, model {})", popen.pid, version)
 
     def fork(self, worker: int, uds: Path, seq: int) -> None:
@@ -112,9 +115,13 @@ class TemplateProcess:
         ctrl.send(json.dumps(message).encode())
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Close the control socket (the template exits on its own), then make sure it did."""
+        """Close the control socket (the template exits on its own), then make sure it did.
+
+        Returns only after its reader has delivered the ``exited`` message, so the owner still
+        knows the exit was asked for (a late message would fail the requests meant for the next
+        template)."""
         with self._lock:
-            popen, ctrl = self._popen, self._ctrl
+            popen, ctrl, reader = self._popen, self._ctrl, self._reader
             self._ctrl = None
         if ctrl is not None:
             with contextlib.suppress(OSError):
@@ -126,6 +133,8 @@ class TemplateProcess:
             except subprocess.TimeoutExpired:
                 popen.kill()
                 popen.wait(timeout=timeout_s)
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=timeout_s + 10.0)
 
     def _read(self, popen: subprocess.Popen[bytes], ctrl: socket.socket) -> None:
         while True:
