@@ -48,22 +48,21 @@ otherwise ``dataset_drift`` is ``score >= share``, the score being the weighted 
 
 **Cost**, n window rows and k distinct reference values per feature (k <= the reference's rows):
 per feature one copy of the column, sorted in place, then 2k binary searches: O(n log n + k log n)
-time and 8n bytes. The sort is deliberate: numpy's vectorised sort (x86-simd-sort, AVX2 or
-AVX-512) orders a million float64 in about 10 ms here, while ``np.searchsorted`` of that million
-against 9 bin edges takes 30 ms and against 5,000 reference values 130 ms; an O(n) histogram
-cannot give an exact KS. From ``PARALLEL_MIN_ROWS`` rows on, two threads take a feature each
-(numpy's copy and sort release the GIL), so the memory beyond the window is two columns. A
-Fortran-order (column-major) window copies its columns fastest; any order and float dtype works.
+time and 8n bytes beyond the window. The sort is deliberate: numpy's vectorised sort
+(x86-simd-sort, AVX2 or AVX-512) orders a million float64 in about 10 ms here, while
+``np.searchsorted`` of that million against 9 bin edges takes 30 ms and against 5,000 reference
+values 130 ms; and an O(n) histogram cannot give an exact KS. One thread: two (a feature each;
+numpy's sort releases the GIL) saved about 10% at a million rows at a quiet moment and nothing
+in a full benchmark run, and on this VM the second core serves predictions. A Fortran-order
+(column-major) window copies its columns fastest; any order and float dtype works.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import os
 import zipfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,7 +82,6 @@ __all__ = [
 ]
 
 EPSILON = 1e-4  # the floor of a window's share of a PSI bin: what an empty bin counts as
-PARALLEL_MIN_ROWS = 100_000  # below this a check takes a few ms: a thread pool is not worth it
 FORMAT_VERSION = 1
 _KEYS = ("format", "features", "edges", "freqs", "sorted_sample", "importance", "rows")
 
@@ -376,14 +374,7 @@ def check(summary: ReferenceSummary, current: np.ndarray, params: DriftParams) -
     rows = int(window.shape[0])
     need = max(int(params.min_rows), 1)
 
-    def one(j: int) -> tuple[float, float, int]:
-        return _feature_stats(summary._grids[j], window[:, j], need)
-
-    if rows >= PARALLEL_MIN_ROWS and n_features > 1 and (os.cpu_count() or 1) > 1:
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drift") as pool:
-            stats = list(pool.map(one, range(n_features)))
-    else:
-        stats = [one(j) for j in range(n_features)]
+    stats = [_feature_stats(summary._grids[j], window[:, j], need) for j in range(n_features)]
 
     features = []
     for j, (psi, ks, finite) in enumerate(stats):

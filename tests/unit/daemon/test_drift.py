@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import ks_2samp
 
-from selfheal_daemon import drift
 from selfheal_daemon.config import DriftConfig
 from selfheal_daemon.drift import EPSILON, ReferenceSummary, check
 from selfheal_daemon.errors import DataError
@@ -306,16 +305,6 @@ def test_memory_order_and_dtype_do_not_matter_and_the_window_is_untouched(
     assert np.array_equal(current, before)
     as_float32 = check(summary, current.astype(np.float32), DEFAULTS)
     assert as_float32.drifted_features() == ("b",)
-
-
-def test_two_threads_give_the_same_result(
-    summary: ReferenceSummary, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The threaded path (large windows) computes exactly what the serial one does."""
-    current = normal(3000, seed=18)
-    serial = check(summary, current, DEFAULTS)
-    monkeypatch.setattr(drift, "PARALLEL_MIN_ROWS", 1)
-    assert check(summary, current, DEFAULTS) == serial
 
 
 def test_a_window_of_the_wrong_width_is_a_data_error(summary: ReferenceSummary) -> None:
