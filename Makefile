@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint browser bench-coldstart bench-recovery bench-serving clean
+.PHONY: run test lint browser bench-coldstart bench-recovery bench-serving bench-drift bench-swap clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ bench-recovery:
 # Side by side with a bare FastAPI app under wrk (installed with apt-get if missing).
 bench-serving:
 	$(PYTHON) bench/serving.py $(if $(QUICK),--quick) --json bench/out/serving.json
+
+# Builds its own bench/.venv-drift (with Evidently, never a project dependency); QUICK=1 for a short run.
+bench-drift:
+	$(PYTHON) bench/drift.py $(if $(QUICK),--quick) --json bench/out/drift.json
+
+# A model change under load: swapped in place inside the workers, against replacing the workers.
+bench-swap:
+	$(PYTHON) bench/swap.py $(if $(QUICK),--quick) --json bench/out/swap.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
