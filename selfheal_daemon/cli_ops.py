@@ -35,9 +35,12 @@ def format_status(status: dict[str, Any]) -> str:
             metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m["metrics"].items()))
             lines.append(f"model    {alias}: {m['version']} ({metrics})")
     lines.append(f"model    serving: {model['serving']}")
-    for name, key in (("drift", "drift"), ("quality", "quality")):
-        last = status[key]["last_check"]
-        lines.append(f"{name:<8} " + (f"last check {last['ts']}" if last else "no check yet"))
+    for name, key in (("drift", "drift"), ("quality", "quality"), ("live", "performance")):
+        last = (status.get(key) or {}).get("last_check")
+        lines.append(f"{name:<8} " + (_last_check(last) if last else "no check yet"))
+    healing = status.get("model_healing")
+    if healing:
+        lines.append("retrain  " + _retrain_line(healing))
     cool = status["cooldowns"]
     lines.append(
         f"restarts {cool['restart_times_in_window']} in the window"
@@ -51,6 +54,32 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         lines.append("open incidents: none")
     return "\n".join(lines)
+
+
+def _last_check(last: dict[str, Any]) -> str:
+    text = f"last check {last['ts']}"
+    if last.get("reason"):
+        text += f": {last['reason']}"
+    elif last.get("r2") is not None:
+        text += f": R2 {last['r2']} over {last.get('rows')} labelled predictions"
+    elif last.get("fixes") is not None:
+        text += f": {last.get('file', 'batch')}, {len(last['fixes'])} fix(es)"
+    return text
+
+
+def _retrain_line(h: dict[str, Any]) -> str:
+    parts = []
+    if h.get("retraining"):
+        parts.append(f"RUNNING for {h['retraining']}")
+    if h.get("deploying"):
+        parts.append(f"DEPLOYING {h['deploying']}")
+    parts.append(f"{h['retrains_today']} of {h['daily_budget']} automatic today")
+    parts.append(f"drift streak {h['drift_streak']}/{h['drift_needed']}")
+    if h.get("retrain_blocked"):
+        parts.append(f"next automatic: {h['retrain_blocked']}")
+    if h.get("last_deployed_at"):
+        parts.append(f"last deployed {h['last_deployed_at']} (from {h.get('deployed_from')})")
+    return ", ".join(parts)
 
 
 @dataclass
