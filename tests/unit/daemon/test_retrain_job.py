@@ -79,3 +79,21 @@ def test_a_job_trains_gates_and_registers_a_candidate(
     assert reference.shape == (200, len(FEATURES))
     assert np.isin(reference[:, 0], window[:, 0]).all()
     assert registry.alias("current") is None  # the job never moves an alias
+
+
+def test_a_job_over_its_memory_limit_fails_with_the_reason(
+    registered: tuple[ModelRegistry, str],
+) -> None:
+    """The job limits its own address space: past it, training fails; the daemon is unharmed."""
+    registry, version = registered
+    cfg = parse_config(
+        {
+            "state_dir": str(registry.root.parent),
+            "retrain": {"max_memory_mb": 256, "timeout_s": 120.0},  # less than it already maps
+        }
+    )
+    runner, posted = runner_for(cfg)
+    runner.start(version, "test")
+    finished: RetrainFinished = posted.get(timeout=90)
+    assert not finished.promote
+    assert finished.error == "ran out of memory (limit 256 MiB)"
