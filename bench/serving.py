@@ -1,6 +1,6 @@
 """Serving speed: selfheal's workers against the bare FastAPI app a user would write, side by side.
 
-The two apps, each with 2 worker processes, the same registered model, on free loopback ports:
+The apps, each with 2 worker processes, the same registered model, on free loopback ports:
 
 - **selfheal**: the real daemon, ``selfheal run`` with its default configuration but for
   ``service.workers = 2`` and the port; ready when its log says "serving model".
@@ -9,10 +9,13 @@ The two apps, each with 2 worker processes, the same registered model, on free l
   metrics, no batching). OpenMP is left at its default (``OMP_NUM_THREADS`` unset), which is what a
   user gets; the thread count each of its processes reports is printed. Access logging is off, as
   in selfheal's workers (uvicorn logs every request otherwise, which would only slow the baseline).
+- **unobserved**: the same daemon with ``service.observe = false`` (its own state dir, a copy of
+  the registry): no request captured for the monitor, none counted for ``/metrics``. selfheal
+  against it is what capture and metrics cost (issue 9: at most 5%).
 
 Load comes from ``wrk`` (Debian's; installed with apt-get when it is missing) with a Lua script
-that POSTs a JSON body with ``Content-Type: application/json``. Four scenarios, each against both
-apps: a single-row body at concurrency 1 (``-t1 -c1``) and 16 (``-t2 -c16``), and a 1000-row
+that POSTs a JSON body with ``Content-Type: application/json``. Four scenarios, each against every
+app: a single-row body at concurrency 1 (``-t1 -c1``) and 16 (``-t2 -c16``), and a 1000-row
 ``{"instances": [...]}`` body of real rows from the bundled data at concurrency 1 and 16. Each app
 gets an unmeasured warm-up first; then every scenario runs ``--runs`` times per app, the apps
 alternating (both keep running throughout, the idle one costs next to nothing), and the medians
@@ -84,7 +87,8 @@ RAW_RUNS = 3
 P99_TARGET_MS = 10.0
 C16_TARGET_RATIO = 6.0
 
-APPS = ("bare", "selfheal")
+APPS = ("bare", "selfheal", "unobserved")  # unobserved: selfheal with service.observe = false
+OBSERVE_TARGET = 0.05  # capture and metrics together may cost at most this share of throughput
 
 
 @dataclass(frozen=True)
@@ -210,25 +214,29 @@ def wait_serving(started: Started, ready: Any, what: str) -> None:
         raise RuntimeError(f"{what} {state}; its log ends:\n{tail(started.log)}")
 
 
-def start_selfheal(procs: Processes, state_dir: Path, workdir: Path) -> tuple[Started, str]:
+def start_selfheal(
+    procs: Processes, state_dir: Path, workdir: Path, *, observe: bool = True
+) -> tuple[Started, str]:
     port = free_port()
-    config = workdir / "selfheal.toml"
+    name = "selfheal" if observe else "unobserved"
+    config = workdir / f"{name}.toml"
     config.write_text(
         f"state_dir = {json.dumps(str(state_dir))}\n"
         "[service]\n"
         f'host = "{HOST}"\n'
         f"port = {port}\n"
         f"workers = {WORKERS}\n"
+        f"observe = {'true' if observe else 'false'}\n"
     )
     url = f"http://{HOST}:{port}"
-    log = workdir / "selfheal.log"
-    progress(f"selfheal: starting `selfheal run` ({WORKERS} workers) on {url} ...")
+    log = workdir / f"{name}.log"
+    progress(f"{name}: starting `selfheal run` ({WORKERS} workers, observe {observe}) on {url} ...")
     daemon = procs.start(
-        "selfheal daemon", [str(BENCH_BIN / "selfheal"), "run", "--config", str(config)], log
+        f"{name} daemon", [str(BENCH_BIN / "selfheal"), "run", "--config", str(config)], log
     )
     wait_serving(daemon, lambda: "serving model" in log.read_text(errors="replace"), "the daemon")
     daemon.remember()
-    progress("selfheal: serving")
+    progress(f"{name}: serving")
     return daemon, url
 
 
@@ -467,6 +475,16 @@ def ratios(medians: dict[str, dict[str, float]], raw: dict[str, Any] | None) -> 
         f"(bare {get('single-c16/bare')['p99_ms']:.2f} ms; target < {P99_TARGET_MS:g} ms: "
         f"{verdict(ours['p99_ms'] < P99_TARGET_MS)})"
     )
+    for scenario in SCENARIOS:
+        ours, blind = get(f"{scenario.key}/selfheal"), get(f"{scenario.key}/unobserved")
+        cost = 1 - ours["requests_s"] / blind["requests_s"]
+        lines.append(
+            f"- capture and metrics, {scenario.label}: selfheal {ours['requests_s']:,.0f} req/s "
+            f"against {blind['requests_s']:,.0f} with service.observe = false: costs "
+            f"{cost:+.1%} of the throughput (p99 {ours['p99_ms']:.2f} against "
+            f"{blind['p99_ms']:.2f} ms; target <= {OBSERVE_TARGET:.0%}: "
+            f"{verdict(cost <= OBSERVE_TARGET)})"
+        )
     if raw is None:
         lines.append("- 1000-row rows/s against the raw rate: no raw measurement")
         return lines
@@ -553,13 +571,16 @@ def collect(args: argparse.Namespace, wrk: str, procs: Processes, data: dict) ->
         for line in data["bare_app_processes"]:
             progress(f"bare: {line}")
         daemon, selfheal_url = start_selfheal(procs, state_dir, workdir)
+        blind_state = workdir / "state-unobserved"  # its own state dir: one daemon per state dir
+        shutil.copytree(registry, blind_state / "registry")
+        blind, blind_url = start_selfheal(procs, blind_state, workdir, observe=False)
         starts_before = worker_starts(daemon.log)
-        urls = {"bare": bare_url, "selfheal": selfheal_url}
+        urls = {"bare": bare_url, "selfheal": selfheal_url, "unobserved": blind_url}
         data["answer_checks"] = check_answers(urls, bodies)
         for note in data["answer_checks"]:
             progress(note)
         try:
-            alive = {"bare app": bare, "daemon": daemon}
+            alive = {"bare app": bare, "daemon": daemon, "unobserved daemon": blind}
             measure(wrk, urls, scripts, args, alive, data["runs"])
         finally:
             restarts = data["selfheal_restarts_during_measurement"] = (
@@ -569,6 +590,7 @@ def collect(args: argparse.Namespace, wrk: str, procs: Processes, data: dict) ->
                 progress(f"selfheal: {restarts} worker restart(s) during the measurement")
             progress("stopping both apps (SIGTERM)")
             procs.stop(daemon, grace_s=20.0)
+            procs.stop(blind, grace_s=20.0)
             procs.stop(bare, grace_s=20.0)
 
 

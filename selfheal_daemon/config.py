@@ -58,6 +58,7 @@ class ServiceConfig(_Section):
     start_timeout_s: PositiveSeconds = 60.0
     stop_grace_s: PositiveSeconds = 5.0
     drain_s: Annotated[float, Field(ge=0, le=600)] = 1.0
+    observe: bool = True
 
     @field_validator("host")
     @classmethod

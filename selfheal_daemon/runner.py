@@ -71,6 +71,7 @@ def run_daemon(cfg: Config) -> None:
                 drain_s=cfg.service.drain_s,
                 capture_rows=cfg.monitor.capture_rows,
                 feedback_rows=cfg.monitor.feedback_rows,
+                observe=cfg.service.observe,
             )
             pool = WorkerPool(
                 cfg.run_dir, spec, cfg.service.port, version, events.put, forget=probe.forget

@@ -153,8 +153,9 @@ def create_app(
         request_id = request.headers.get("x-request-id")
         if request_id is None or not valid_request_id(request_id):
             request_id = request_ids.next()
-        capture.record_prediction(request_id, loaded.version, features, predictions)
-        metrics.predicted_rows.inc(len(predictions))
+        if settings.observe:
+            capture.record_prediction(request_id, loaded.version, features, predictions)
+            metrics.predicted_rows.inc(len(predictions))
         return JSONResponse(
             {
                 "predictions": predictions.tolist(),
@@ -179,7 +180,8 @@ def create_app(
         for route in app.routes
         if isinstance(route, APIRoute) and not _under(route.path, ADMIN_PREFIX)
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
+    if settings.observe:
+        app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
     return app
 
 

@@ -20,6 +20,8 @@ class ServiceSettings:
     ``capture_rows``: most rows of answered ``/predict`` requests kept in memory for the daemon's
     monitor (``GET /admin/capture``); ``feedback_rows``: likewise for ``/feedback`` labels. The
     oldest entries make room for new ones.
+    ``observe``: False keeps no answered request for the monitor and counts no request for
+    ``/metrics`` (``service.observe`` in config.toml); feedback is still kept.
     """
 
     max_batch_rows: int = 1000
@@ -30,6 +32,7 @@ class ServiceSettings:
     drain_s: float = 1.0
     capture_rows: int = 20_000
     feedback_rows: int = 20_000
+    observe: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_rows < 1:

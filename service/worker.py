@@ -40,6 +40,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--feedback-rows", type=int, default=20_000, help="rows of feedback kept in memory"
     )
+    parser.add_argument(
+        "--no-observe",
+        dest="observe",
+        action="store_false",
+        help="keep no request for the monitor and count nothing for /metrics",
+    )
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -54,6 +60,7 @@ def settings_from(args: argparse.Namespace, worker: int) -> ServiceSettings:
         drain_s=args.drain_s,
         capture_rows=args.capture_rows,
         feedback_rows=args.feedback_rows,
+        observe=args.observe,
     )
 
 

@@ -40,6 +40,7 @@ class TemplateSpec:
     drain_s: float = 1.0
     capture_rows: int = 20_000
     feedback_rows: int = 20_000
+    observe: bool = True
 
 
 class TemplateProcess:
@@ -82,6 +83,7 @@ class TemplateProcess:
             "--capture-rows", str(self.spec.capture_rows),
             "--feedback-rows", str(self.spec.feedback_rows),
             "--log-level", self.spec.log_level,
+            *(() if self.spec.observe else ("--no-observe",)),
         ]  # fmt: skip
         env = dict(os.environ)
         # Fork safety and two cores: one OpenMP thread means no thread pool to inherit mid-lock.

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -345,3 +346,31 @@ def test_render_is_the_documented_json() -> None:
             },
         ],
     }
+
+
+# ----- observe = false ----------------------------------------------------------------------
+
+
+def test_without_observe_nothing_is_captured_or_counted(
+    settings: ServiceSettings, loaded_store: ModelStore
+) -> None:
+    """service.observe = false: answers are the same, the monitor sees no request, /metrics
+    counts none; feedback with features is still kept."""
+    blind = replace(settings, observe=False)
+    with private_client(create_app(blind, loaded_store)) as client:
+        answer = client.post("/predict", json=ROW)
+        assert answer.status_code == 200
+        assert answer.json()["request_id"]
+        labelled = client.post("/feedback", json={"features": ROW, "label": 2.0})
+        assert labelled.status_code == 202
+        document = capture_of(client)
+        metrics = client.get("/metrics").text
+    assert document["predictions"] == []
+    assert len(document["feedback"]) == 1
+    assert 'endpoint="/predict"' not in metrics
+    assert "selfheal_service_predicted_rows_total 0.0" in metrics
+    with private_client(create_app(settings, loaded_store)) as observed:
+        observed.post("/predict", json=ROW)
+        seen = observed.get("/metrics").text
+    assert 'endpoint="/predict"' in seen  # the same check on an observing app does see it
+    assert "selfheal_service_predicted_rows_total 1.0" in seen
