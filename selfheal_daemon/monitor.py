@@ -48,6 +48,7 @@ from selfheal_daemon.registry import ModelRegistry
 from selfheal_daemon.training import DRIFT_FILE
 
 CAPTURE_TIMEOUT_S = 10.0
+SETTLE_S = 1.0  # an incoming file changed more recently than this may still be being written
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ class Monitor:
         try:
             if self._profile is None:
                 self._profile = learn_profile(base_frame(self.cfg))
-            return take_in(self.cfg, self._profile, self.now())
+            return take_in(self.cfg, self._profile, self.now(), settle_s=SETTLE_S)
         except (SelfhealError, OSError) as exc:
             logger.error("cannot take in incoming data: {}", exc)
             return []

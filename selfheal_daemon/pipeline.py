@@ -80,14 +80,25 @@ def _stamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def take_in(cfg: Config, profile: QualityProfile, now: datetime) -> list[Intake]:
-    """Check, repair and take in every table in ``data/incoming/``, oldest first."""
+def take_in(
+    cfg: Config, profile: QualityProfile, now: datetime, settle_s: float = 0.0
+) -> list[Intake]:
+    """Check, repair and take in every table in ``data/incoming/``, oldest first.
+
+    Hidden files (a name starting with ".") and files changed less than ``settle_s`` ago are left
+    for the next pass: a batch still being copied in is not read half-written.
+    """
     incoming = cfg.incoming_dir
     if not incoming.is_dir():
         return []
     cfg.labelled_dir.mkdir(parents=True, exist_ok=True)
     cfg.quarantine_dir.mkdir(parents=True, exist_ok=True)
-    files = [p for p in incoming.iterdir() if p.is_file() and not p.name.startswith(".")]
+    fresh_after = now.timestamp() - settle_s
+    files = [
+        p
+        for p in incoming.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.stat().st_mtime <= fresh_after
+    ]
     files.sort(key=lambda p: (p.stat().st_mtime_ns, p.name))
     return [_take_in_one(cfg, profile, path, now) for path in files]
 

@@ -4,6 +4,7 @@ labelled rows kept for retraining. The registry is real (a trained version with 
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from selfheal_daemon.features import FEATURES, TARGET
 from selfheal_daemon.model_policy import DriftChecked, PerformanceChecked
 from selfheal_daemon.monitor import Monitor, QualityChecked
 from selfheal_daemon.registry import ModelRegistry
+
+NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
 
 class Workers:
@@ -87,7 +90,7 @@ def setup(
         fetch=workers.fetch,
         ready_handles=lambda: workers.handles,
         serving=lambda: serving["version"],
-        now=lambda: datetime(2026, 11, 27, 10, 0, tzinfo=UTC),
+        now=lambda: NOW,
     )
     return monitor, workers, serving
 
@@ -190,6 +193,11 @@ def test_incoming_batches_are_taken_in_and_feed_the_window(
     batch.loc[0:4, "MedInc"] = np.nan
     batch.to_csv(incoming / "batch.csv", index=False)
     (incoming / "notes.txt").write_text("not a table")
+    (incoming / "copying.csv").write_text("MedInc,HouseAge\n1.0,")  # changed just now
+    written_before = NOW.timestamp() - 60
+    for name in ("batch.csv", "notes.txt"):
+        os.utime(incoming / name, (written_before, written_before))
+    os.utime(incoming / "copying.csv", (NOW.timestamp(), NOW.timestamp()))
     events = monitor.run_once().events
     quality = of(events, QualityChecked)
     assert len(quality) == 2
@@ -197,7 +205,7 @@ def test_incoming_batches_are_taken_in_and_feed_the_window(
     assert by_file["batch.csv"].had_problems
     assert any("Filled MedInc with median" in f for f in by_file["batch.csv"].details["fixes"])
     assert by_file["notes.txt"].details["rejected"].startswith("not a CSV")
-    assert not list(incoming.iterdir())
+    assert [p.name for p in incoming.iterdir()] == ["copying.csv"]  # left for the next pass
     assert (monitor.cfg.quarantine_dir / "20261127T100000000000Z-notes.txt").is_file()
     assert len(monitor.window()) == 150
     (drift,) = of(events, DriftChecked)
