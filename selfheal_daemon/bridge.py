@@ -90,7 +90,7 @@ class DaemonControl:
         }
 
     def _model_healing(self) -> dict[str, Any]:
-        m = self.daemon.model_snapshot
+        m = self.daemon.healing.snapshot
         now = datetime.now(UTC).timestamp()
         return {
             "retraining": m.job_issue or None,
@@ -170,7 +170,7 @@ class DaemonControl:
     def _check(self) -> dict[str, Any]:
         """Run the monitoring pass on this thread now, then wait for the loop's decisions."""
         reply: Future[list[dict[str, Any]]] = Future()
-        collected = self.daemon.monitor_pass(reply)
+        collected = self.daemon.healing.monitor_pass(reply)
         try:
             decided = reply.result(timeout=self.cfg.control.action_timeout_s)
         except FutureTimeout:

@@ -16,30 +16,23 @@ from the loop itself (the scheduler only posts a heartbeat; a stuck loop sends n
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC
 from types import FrameType
-from typing import Any
 
 import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
 
-from selfheal_daemon.adapters.deployer import Deployer
-from selfheal_daemon.adapters.files import atomic_write_json
 from selfheal_daemon.adapters.probe import HealthProbe
-from selfheal_daemon.adapters.retrain_job import RetrainRunner
 from selfheal_daemon.adapters.systemd import SystemdNotifier
-from selfheal_daemon.adapters.worker_admin import fetch_capture
 from selfheal_daemon.adapters.workers import WorkerHandle, WorkerPool
 from selfheal_daemon.alerts import Alerts
 from selfheal_daemon.audit import AuditLog, read_records
@@ -68,26 +61,9 @@ from selfheal_daemon.events import (
     WorkerReady,
     WorkerSpawned,
 )
+from selfheal_daemon.healing import MODEL_EVENTS, Healing, Observations
 from selfheal_daemon.metrics import DaemonMetrics
-from selfheal_daemon.model_policy import (
-    Deploy,
-    DeployFinished,
-    DeployRequested,
-    DriftChecked,
-    HealingPaused,
-    ModelAction,
-    ModelEvent,
-    ModelPolicyConfig,
-    ModelState,
-    Note,
-    PerformanceChecked,
-    RetrainFinished,
-    RetrainRequested,
-    ServingChanged,
-    StartRetrain,
-    decide_model,
-)
-from selfheal_daemon.monitor import CAPTURE_TIMEOUT_S, Monitor, QualityChecked
+from selfheal_daemon.model_policy import HealingPaused, ModelEvent, ModelState, ServingChanged
 from selfheal_daemon.operations import ControlRequest, Operations, Recorder
 from selfheal_daemon.policy import PolicyConfig, SupervisorState, decide
 from selfheal_daemon.registry import ModelRegistry
@@ -102,26 +78,7 @@ class _Heartbeat:
     """Scheduler says: tell systemd's watchdog we are alive (sent from the loop itself)."""
 
 
-@dataclass(frozen=True)
-class Observations:
-    """What one monitoring pass saw; ``reply`` (for ``selfheal check``) gets what was decided."""
-
-    events: list[Any]
-    reply: Future[list[dict[str, Any]]] | None = field(default=None, compare=False)
-
-
-MODEL_EVENTS = (
-    DriftChecked,
-    PerformanceChecked,
-    RetrainRequested,
-    RetrainFinished,
-    DeployFinished,
-    ServingChanged,
-    HealingPaused,
-    DeployRequested,
-)
 Item = Event | _Heartbeat | ControlRequest | Observations | ModelEvent
-MODEL_STATE_FILE = "model_state.json"
 
 
 class Executor:
@@ -253,26 +210,17 @@ class Daemon:
         )
         self._adopted = adopted or []
         self._snapshot = self.state
-        self.model_cfg = ModelPolicyConfig(cfg.drift, cfg.retrain, cfg.performance)
-        self.model_state = self._restore_model_state(
-            ModelState(serving=self.state.serving, last_good=self.state.last_good)
-        )
-        self.model_snapshot = self.model_state
-        self.runner = RetrainRunner(cfg, self.events.put)
-        self.deployer = Deployer(
-            pool,
-            registry,
-            self.events.put,
-            lambda: [h.pid for h in self.ready_handles()],
-            settle_timeout_s=cfg.service.start_timeout_s + 5.0,
-        )
-        self.monitor = Monitor(
+        self.healing = Healing(
             cfg,
-            registry,
-            fetch=lambda h, after: fetch_capture(h.uds, after, CAPTURE_TIMEOUT_S),
+            clock=clock,
+            registry=registry,
+            pool=pool,
+            post=self.events.put,
+            apply=self.executor.apply,
+            recorder=self.recorder,
             ready_handles=self.ready_handles,
             serving=lambda: self._snapshot.serving,
-            now=clock.utcnow,
+            initial=ModelState(serving=self.state.serving, last_good=self.state.last_good),
         )
         self.operations = Operations(
             cfg,
@@ -282,8 +230,8 @@ class Daemon:
             recorder=self.recorder,
             handle=self._handle,
             state=lambda: self.state,
-            model=self.handle_model,
-            model_state=lambda: self.model_state,
+            model=self.healing.handle,
+            model_state=lambda: self.healing.state,
         )
         self.started_at = clock.utcnow()
         self._started_mono = clock.monotonic()
@@ -301,7 +249,7 @@ class Daemon:
         jobs: list[tuple[Callable[[], None], float, str]] = [
             (self.probe_workers, cfg.probe.interval_s, "probe"),
             (self.sample_resources, cfg.resources.interval_s, "resources"),
-            (self._scheduled_monitor_pass, cfg.monitor.interval_s, "monitor"),
+            (self.healing.scheduled_pass, cfg.monitor.interval_s, "monitor"),
         ]
         if alerts is not None and alerts.enabled:
             jobs.append((alerts.digest_if_due, 600.0, "digest"))
@@ -336,21 +284,6 @@ class Daemon:
     def ready_handles(self) -> list[WorkerHandle]:
         handles = [self.pool.handle(pid) for _w, pid in self._ready_workers()]
         return [h for h in handles if h is not None]
-
-    def _scheduled_monitor_pass(self) -> None:
-        self.monitor_pass()
-
-    def monitor_pass(self, reply: Future[list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-        """One monitoring pass (scheduler thread, or ``selfheal check`` on a control thread)."""
-        try:
-            observed = self.monitor.run_once()
-        except Exception as exc:  # a failed pass is logged; the next one tries again
-            logger.opt(exception=True).error("monitoring pass failed")
-            if reply is not None:
-                reply.set_exception(exc)
-            return {}
-        self.events.put(Observations(observed.events, reply))
-        return observed.collected
 
     def sample_resources(self) -> None:
         """Read each ready worker's RSS and CPU share since the last sample (psutil)."""
@@ -410,9 +343,9 @@ class Daemon:
                 elif isinstance(item, ControlRequest):
                     self.operations.serve(item)
                 elif isinstance(item, Observations):
-                    self._observe(item)
+                    self.healing.observe(item)
                 elif isinstance(item, MODEL_EVENTS):
-                    self.handle_model(item)
+                    self.healing.handle(item)
                 else:
                     self._handle(item)
                 self._after_item()
@@ -425,7 +358,7 @@ class Daemon:
                 {"pid": os.getpid(), "uptime_s": round(self.uptime_s(), 3)},
             )
             self.scheduler.shutdown(wait=False)
-            self.runner.close()
+            self.healing.close()
             self._probe_pool.shutdown(wait=False, cancel_futures=True)
             self.pool.close()
             self.probe.close()
@@ -471,96 +404,14 @@ class Daemon:
             except Exception:  # the tick boundary: one failed action must not end supervision
                 logger.opt(exception=True).error("action {} failed; carrying on", action)
         if isinstance(event, PauseHealing | ResumeHealing):
-            self.handle_model(HealingPaused(paused=isinstance(event, PauseHealing)))
+            self.healing.handle(HealingPaused(paused=isinstance(event, PauseHealing)))
         if (before.serving, before.last_good) != (decision.state.serving, decision.state.last_good):
-            self.handle_model(ServingChanged(decision.state.serving, decision.state.last_good))
+            self.healing.handle(ServingChanged(decision.state.serving, decision.state.last_good))
         if isinstance(event, ShutdownRequested) and self._shutdown_started is None:
             self._shutdown_started = self.clock.monotonic()
             self.notifier.stopping()
             logger.info("shutting down: {}", event.reason)
         self._announce(before, decision.state)
-
-    # ----- model healing ---------------------------------------------------------------------
-    def _observe(self, item: Observations) -> None:
-        decided: list[dict[str, Any]] = []
-        for event in item.events:
-            if isinstance(event, QualityChecked):
-                decided.append(self._quality(event))
-            elif isinstance(event, MODEL_EVENTS):
-                decided.extend(self.handle_model(event))
-        if item.reply is not None:
-            item.reply.set_result(decided)
-
-    def _quality(self, event: QualityChecked) -> dict[str, Any]:
-        """One incoming file: its fixes and quarantine, resolved in the same record."""
-        details = event.details
-        if not event.had_problems:
-            self.recorder.bookkeeping("data_quality", "clean_batch", details)
-            return {"issue": "data_quality", "detection": "clean_batch", "details": details}
-        detections = details.get("detections") or ["schema"]
-        if details.get("rejected"):
-            action = "quarantined"
-        elif details.get("rows_quarantined"):
-            action = "auto_fix_applied_and_quarantined"
-        else:
-            action = "auto_fix_applied"
-        report = Report(
-            "data_quality", str(detections[0]), None, details, outcome="resolved", action=action
-        )
-        self.executor.apply(report)
-        return _describe(report)
-
-    def handle_model(self, event: ModelEvent) -> list[dict[str, Any]]:
-        """Feed the model-healing policy one event and carry out what it asks for."""
-        now = self.clock.utcnow().timestamp()
-        before = self.model_state.durable()
-        decision = decide_model(event, self.model_state, now, self.model_cfg)
-        self.model_state = self.model_snapshot = decision.state
-        if decision.state.durable() != before:
-            self._save_model_state()
-        done: list[dict[str, Any]] = []
-        for action in decision.actions:
-            try:
-                done.append(self._apply_model(action))
-            except Exception:  # the tick boundary: one failed action must not end supervision
-                logger.opt(exception=True).error("action {} failed; carrying on", action)
-        return done
-
-    def _apply_model(self, action: ModelAction) -> dict[str, Any]:
-        match action:
-            case Report():
-                self.executor.apply(action)
-                return _describe(action)
-            case Note():
-                if action.audit:
-                    self.recorder.bookkeeping(action.issue, action.detection, action.details)
-                return {"issue": action.issue, "detection": action.detection, **_brief(action)}
-            case StartRetrain():
-                try:
-                    window = self.monitor.current_window()
-                    self.runner.start(self.model_state.serving, action.reason, window)
-                except OSError as exc:
-                    self.events.put(RetrainFinished(promote=False, error=f"cannot start: {exc}"))
-                return {"action": "retrain", "issue": action.issue, "reason": action.reason}
-            case Deploy():
-                self.deployer.deploy(action)
-                return {"action": "deploy", "version": action.version, "issue": action.issue}
-        raise TypeError(f"unknown model action {action!r}")  # pragma: no cover
-
-    def _restore_model_state(self, state: ModelState) -> ModelState:
-        path = self.cfg.state_dir / MODEL_STATE_FILE
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return state
-        except (OSError, ValueError) as exc:
-            logger.error("ignoring unreadable {}: {}", path, exc)
-            return state
-        return state.restore(data) if isinstance(data, dict) else state
-
-    def _save_model_state(self) -> None:
-        with contextlib.suppress(OSError):  # a full disk must not stop healing
-            atomic_write_json(self.cfg.state_dir / MODEL_STATE_FILE, self.model_state.durable())
 
     def _finished(self) -> bool:
         if self._gave_up:
@@ -604,19 +455,3 @@ class Daemon:
                 svc.workers,
             )
             self.notifier.ready(status)
-
-
-def _describe(report: Report) -> dict[str, Any]:
-    return {
-        "issue": report.issue,
-        "detection": report.detection,
-        "action": report.action,
-        "outcome": report.outcome or None,
-        **_brief(report),
-    }
-
-
-def _brief(action: Report | Note) -> dict[str, Any]:
-    """The few details a person running ``selfheal check`` wants to read in one line."""
-    keep = ("score", "reason", "r2", "rows", "fixes", "streak", "needed", "version", "file")
-    return {k: action.details[k] for k in keep if k in action.details}
