@@ -15,8 +15,7 @@ A candidate is promoted only when all of these hold (SPEC, "Healing"):
 Pure apart from calling ``predict`` and reading a timer (injectable, ``time.perf_counter`` by
 default): no files, no processes. A candidate that raises, returns the wrong shape or returns
 non-finite values fails a test or the metric check with the error in words; the gate never
-crashes on it. ``suspect_labels`` is the repair step after a test failure: it sets aside the recent
-labels the champion disagrees with most, so one retrain can be tried without them.
+crashes on it. The repair step after a test failure is ``label_repair.suspect_labels``.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ __all__ = [
     "TestResult",
     "judge",
     "model_tests",
-    "suspect_labels",
+    "predict_rows",
 ]
 
 Timer = Callable[[], float]
@@ -55,11 +54,6 @@ BATCH_ROWS = 1000
 # busy machine. The 1000-row batch is timed three times for the same reason.
 SINGLE_REPEATS = 21
 BATCH_REPEATS = 3
-# A recent label is suspect when it is further from the champion's prediction than this many times
-# the median distance (and further than golden_tolerance, so a near-perfect champion does not turn
-# ordinary noise into suspects). Residuals are heavy-tailed: on the bundled holdout the healthy
-# model has 5.6% of honest labels beyond 5x its median distance, 3.4% beyond 6x, 1.8% beyond 8x.
-SUSPECT_CUT_MULTIPLE = 6.0
 METRIC_NAMES: tuple[str, ...] = ("r2", "mae", "rmse")
 
 
@@ -263,79 +257,9 @@ def judge(  # noqa: PLR0917 - the agreed API passes the six inputs positionally
     )
 
 
-def suspect_labels(
-    frame: pd.DataFrame, champion: Predictor, cfg: GateConfig, *, scale: float | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split recent labelled rows into (kept, quarantined) by how far the champion disagrees.
-
-    This is the "repair the data at fault" step after a candidate fails a model test. It trusts the
-    champion: a label is suspect when ``|label - champion prediction|`` exceeds
-    ``SUSPECT_CUT_MULTIPLE`` times a scale (and ``golden_tolerance``): ``scale`` when given (the
-    champion's mean absolute error on its own holdout: trusted, and not inflated when most recent
-    labels are poisoned), else the median of those distances; a missing or infinite label is
-    always suspect. At most ``suspect_max_share`` of the rows are
-    quarantined, the worst first; ``quarantined`` has a ``reason`` column, and both frames keep
-    ``frame``'s index so a row can be traced back.
-
-    Why trust the champion: it has served and passed this gate on the trusted data, and the failed
-    candidate differs from it only by the recent rows, so the recent labels that contradict the
-    champion are the likeliest cause of the failure. The prior is wrong when the world really
-    changed (then the champion is the stale one), which is why this is allowed once: the retry is
-    judged by the same gate, and if it fails too the candidate is rejected and the incident
-    escalated rather than trimming the data again. Quarantined rows are set aside, never deleted,
-    and the share cap bounds what a wrong prior can discard.
-    """
-    missing = [c for c in (*FEATURES, TARGET) if c not in frame.columns]
-    if missing:
-        raise DataError(f"recent labelled rows lack columns: {', '.join(missing)}")
-    if frame.empty:
-        return frame.copy(), frame.iloc[0:0].assign(reason=pd.Series(dtype="object"))
-    x = np.array(frame[list(FEATURES)].to_numpy(dtype="float64"), copy=True)
-    x[~np.isfinite(x)] = np.nan  # as training does: an infinity is a missing value to the imputer
-    y = frame[TARGET].to_numpy(dtype="float64")
-    try:
-        pred = _predict(champion, x)
-    except Exception as exc:
-        raise TrainingError(f"the champion cannot judge the recent labels: {exc}") from exc
-
-    distance = np.abs(y - pred)
-    judged = np.isfinite(distance)
-    median = float(np.median(distance[judged])) if judged.any() else 0.0
-    if scale is not None and np.isfinite(scale) and scale > 0:
-        median, basis = float(scale), "the champion's holdout MAE"
-    else:
-        basis = "the median distance"
-    cut = max(SUSPECT_CUT_MULTIPLE * median, cfg.golden_tolerance)
-    bad_label = ~np.isfinite(y)
-    # A row the champion cannot predict (non-finite output) gives no evidence: it is kept.
-    badness = np.where(bad_label, np.inf, np.where(judged, distance, 0.0))
-    suspect = bad_label | (judged & (distance > cut))
-
-    limit = math.floor(cfg.suspect_max_share * len(frame) + 1e-9)
-    order = np.argsort(-badness, kind="stable")
-    chosen = [int(i) for i in order if suspect[i]][:limit]
-    reasons = [
-        f"label {y[i]} is not a finite number"
-        if bad_label[i]
-        else (
-            f"label {y[i]:.2f} is {distance[i]:.2f} from the champion's prediction {pred[i]:.2f}"
-            f" (cut {cut:.2f}: {SUSPECT_CUT_MULTIPLE:g} x {basis} {median:.2f},"
-            f" at least the golden tolerance {cfg.golden_tolerance:g})"
-        )
-        for i in chosen
-    ]
-    quarantined = frame.iloc[chosen].assign(reason=pd.Series(reasons, dtype="object").to_numpy())
-    keep = np.ones(len(frame), dtype=bool)
-    keep[chosen] = False
-    return frame.iloc[keep].copy(), quarantined
-
-
-# --- the tests -----------------------------------------------------------------------------------
-
-
 def _golden(model: Predictor, probes: ProbeSet, cfg: GateConfig) -> TestResult:
     try:
-        pred = _predict(model, probes.golden_x)
+        pred = predict_rows(model, probes.golden_x)
     except Exception as exc:
         return _raised("golden", "golden rows", exc)
     within = int(np.sum(np.abs(pred - probes.golden_y) <= cfg.golden_tolerance))  # NaN: not within
@@ -357,7 +281,7 @@ def _non_finite(model: Predictor, sets: Mapping[str, np.ndarray]) -> TestResult:
     sizes: dict[str, int] = {}
     for label, x in sets.items():
         try:
-            pred = _predict(model, x)
+            pred = predict_rows(model, x)
         except Exception as exc:
             return _raised("non_finite", f"{label} rows", exc)
         sizes[label] = len(x)
@@ -378,8 +302,8 @@ def _directional(model: Predictor, probes: ProbeSet, cfg: GateConfig) -> TestRes
     raised_x = np.array(probes.direction_x, copy=True)
     raised_x[:, j] += cfg.direction_step
     try:
-        before = _predict(model, probes.direction_x)
-        after = _predict(model, raised_x)
+        before = predict_rows(model, probes.direction_x)
+        after = predict_rows(model, raised_x)
     except Exception as exc:
         return _raised("directional", "directional probe rows", exc)
     up = int(np.sum(after > before))  # strictly: flat is not "raises"; NaN counts as not raised
@@ -400,7 +324,7 @@ def _latency(model: Predictor, probes: ProbeSet, cfg: GateConfig, timer: Timer) 
     pool = np.vstack([probes.golden_x, probes.direction_x])
     batch = np.resize(pool, (BATCH_ROWS, len(FEATURES)))  # repeats the pool to 1000 rows
     try:
-        _predict(model, pool[:1])  # warm-up: first-call costs are not the steady state
+        predict_rows(model, pool[:1])  # warm-up: first-call costs are not the steady state
         singles = [
             _timed(model, pool[i % len(pool)][None, :], timer) for i in range(SINGLE_REPEATS)
         ]
@@ -424,7 +348,7 @@ def _latency(model: Predictor, probes: ProbeSet, cfg: GateConfig, timer: Timer) 
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _predict(model: Predictor, x: np.ndarray) -> np.ndarray:
+def predict_rows(model: Predictor, x: np.ndarray) -> np.ndarray:
     """Predictions as a flat float64 array, one per row; a wrong shape is an error like others."""
     pred = np.asarray(model.predict(x), dtype="float64")
     if pred.ndim == 2 and pred.shape[1] == 1:  # a column vector is still one per row
@@ -436,7 +360,7 @@ def _predict(model: Predictor, x: np.ndarray) -> np.ndarray:
 
 def _timed(model: Predictor, x: np.ndarray, timer: Timer) -> float:
     start = timer()
-    _predict(model, x)
+    predict_rows(model, x)
     return (timer() - start) * 1000.0
 
 

@@ -35,6 +35,7 @@ from selfheal_daemon import gate
 from selfheal_daemon.config import Config
 from selfheal_daemon.errors import DataError, SelfhealError
 from selfheal_daemon.features import FEATURES, TARGET, load_dataset
+from selfheal_daemon.label_repair import suspect_labels
 from selfheal_daemon.quality import check_and_repair, describe
 from selfheal_daemon.quality_io import (
     CSV_SUFFIXES,
@@ -323,7 +324,7 @@ def retrain(
         outcome.test_failure = first.verdict.to_details()
         progress(f"model tests failed ({', '.join(first.verdict.failed_tests)}): repairing")
         scale = registry.info(champion_version).metrics.get("mae")
-        kept, suspects = gate.suspect_labels(recent, champion, cfg.gate, scale=scale)
+        kept, suspects = suspect_labels(recent, champion, cfg.gate, scale=scale)
         repaired: dict[str, Any] = {"rows_set_aside": len(suspects), "rows_kept": len(kept)}
         if len(suspects):
             now = datetime.now(UTC)

@@ -22,8 +22,8 @@ from selfheal_daemon.gate import (
     ProbeSet,
     judge,
     model_tests,
-    suspect_labels,
 )
+from selfheal_daemon.label_repair import suspect_labels
 from selfheal_daemon.training import build_pipeline
 
 GATE = GateConfig()
