@@ -129,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     # cyclic collector's sight, so a full collection in a worker does not walk it (tens of ms
     # at a time, measured as a p99 spike) and does not touch, and so copy, the shared pages.
     gc.freeze()
-    _send(ctrl, {"event": "ready", "pid": os.getpid(), "version": args.version})
+    try:
+        _send(ctrl, {"event": "ready", "pid": os.getpid(), "version": args.version})
+        return _serve_forks(ctrl, plan, args.version)
+    except OSError:
+        return 0  # the daemon stopped (or replaced us) while we loaded or answered: nobody to tell
+
+
+def _serve_forks(ctrl: socket.socket, plan: WorkerPlan, version: str) -> int:
+    """Fork a worker for every request until the daemon closes the control socket."""
     while True:
         data = ctrl.recv(MAX_MESSAGE)
         if not data:
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         _send(
             ctrl,
-            {"event": "forked", "worker": worker, "pid": pid, "seq": seq, "version": args.version},
+            {"event": "forked", "worker": worker, "pid": pid, "seq": seq, "version": version},
         )
 
 
