@@ -374,3 +374,18 @@ def test_without_observe_nothing_is_captured_or_counted(
         seen = observed.get("/metrics").text
     assert 'endpoint="/predict"' in seen  # the same check on an observing app does see it
     assert "selfheal_service_predicted_rows_total 1.0" in seen
+
+
+def test_a_full_capture_leaves_the_garbage_collector_nothing_to_walk() -> None:
+    """20,000 captured requests add no objects the cyclic collector tracks once it has seen them:
+    every full collection in a worker would otherwise walk them all (a p99 spike)."""
+    import gc
+
+    capture = Capture(20_000, 20_000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(20_000):
+        capture.record_prediction(f"r-{i}", "v1", np.zeros((1, 8)), np.zeros(1))
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+    assert len(capture.read(0).predictions) == 20_000  # still all there for the reader
