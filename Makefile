@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint browser bench-coldstart bench-recovery bench-serving bench-drift bench-swap clean
+.PHONY: run test lint browser bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
+	bench-footprint bench-growth clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +23,17 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/selfheal run --config $(CONFIG)
 
-# The dashboard tests drive Debian's chromium; installed here when missing (needs root, as in CI).
+# Debian packages the tests drive, installed here when missing (needs root, as in CI): chromium
+# for the dashboard tests, systemd-analyze (package systemd) for the unit's checks, python3-venv
+# for the installer's tests (deploy/install.sh builds the service's venv on /usr/bin/python3).
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+	@missing=""; \
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || missing="chromium chromium-driver"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check selfheal_daemon service tests bench
@@ -35,6 +43,12 @@ test: $(VENV)/.installed-test browser
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check selfheal_daemon service tests bench
 	$(BIN)/mypy
+
+# Every benchmark, each against its baseline, in one run (about 15 min; QUICK=1: every comparison,
+# tiny, in a few minutes, written to bench/out/): bench/results.json and the summary at the top of
+# docs/BENCHMARKS.md. The baselines live in the benchmarks' own venvs, never in the project's.
+bench:
+	$(PYTHON) bench/suite.py $(if $(QUICK),--quick)
 
 bench-coldstart: $(VENV)/.installed
 	$(BIN)/python bench/cold_start.py
@@ -54,6 +68,14 @@ bench-drift:
 # A model change under load: swapped in place inside the workers, against replacing the workers.
 bench-swap:
 	$(PYTHON) bench/swap.py $(if $(QUICK),--quick) --json bench/out/swap.json
+
+# The daemon at idle (2 workers, default probes) against supervisord keeping 2 processes.
+bench-footprint:
+	$(PYTHON) bench/footprint.py $(if $(QUICK),--quick) --json bench/out/footprint.json
+
+# Drift check and report time as the data and the audit trail grow tenfold.
+bench-growth:
+	$(PYTHON) bench/growth.py $(if $(QUICK),--quick) --json bench/out/growth.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

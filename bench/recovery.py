@@ -39,9 +39,11 @@ The benchmark has its own venv, ``bench/.venv`` (``pip install -e .`` plus
 re-installed when pyproject.toml or the requirements change) later, and the script re-runs itself
 in it, so supervisord is never a dependency of the project. Every process it starts is stopped at
 the end (SIGTERM, then SIGKILL by pid). Only 127.0.0.1 is used. Prints progress, then a markdown
-table; ``--json PATH`` writes the raw per-cycle data.
+table; ``--json PATH`` writes the raw per-cycle data. ``--registry DIR`` serves a copy of a registry
+trained before (bench/suite.py trains one for every part) instead of training the model here.
 
-    python3 bench/recovery.py [--cycles 20 | --quick] [--json bench/out/recovery.json]
+    python3 bench/recovery.py [--cycles 20 | --quick] [--hang-cycles 6] [--floor-runs 5]
+        [--registry DIR] [--json bench/out/recovery.json]
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import ssl
@@ -142,6 +145,26 @@ def ensure_bench_venv() -> Path:
 
 def in_bench_venv() -> bool:
     return Path(sys.prefix).resolve() == BENCH_VENV.resolve()
+
+
+def model_to_serve(state_dir: Path, workdir: Path, trained: Path | None) -> tuple[Any, str]:
+    """(config, version): a copy of the ``trained`` registry if given, else a model trained now.
+
+    bench/suite.py trains one registry and hands it to every part (``--registry``): the same
+    default model each script would train (bundled data, default settings), trained once.
+    """
+    from selfheal_daemon.bootstrap import ensure_model
+    from selfheal_daemon.config import parse_config
+    from selfheal_daemon.registry import ModelRegistry
+
+    cfg = parse_config({"state_dir": str(state_dir)}, workdir / "config.toml")
+    if trained is not None:
+        progress(f"serving a copy of the trained registry {trained} (no training)")
+        shutil.copytree(trained, cfg.registry_dir)
+    else:
+        progress("training the model to serve (bundled data, default settings) ...")
+    version = ensure_model(cfg, ModelRegistry(cfg.registry_dir), lambda m: progress(f"  {m}"))
+    return cfg, version
 
 
 # ----- small helpers -----------------------------------------------------------------------------
@@ -815,12 +838,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help=f"{QUICK_CYCLES} cycles, {QUICK_FLOOR_RUNS} floor runs"
     )
+    parser.add_argument(
+        "--hang-cycles",
+        type=int,
+        default=None,
+        help=f"default {HANG_CYCLES} ({QUICK_HANG_CYCLES} with --quick); 0 skips the scenario",
+    )
+    parser.add_argument(
+        "--floor-runs",
+        type=int,
+        default=None,
+        help=f"default {FLOOR_RUNS} ({QUICK_FLOOR_RUNS} with --quick)",
+    )
+    parser.add_argument(
+        "--registry", type=Path, default=None, help="serve a copy of this trained registry"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the raw data here")
     args = parser.parse_args()
     if args.cycles is None:
         args.cycles = QUICK_CYCLES if args.quick else DEFAULT_CYCLES
-    if args.cycles < 1:
-        parser.error("--cycles must be at least 1")
+    if args.hang_cycles is None:
+        args.hang_cycles = QUICK_HANG_CYCLES if args.quick else HANG_CYCLES
+    if args.floor_runs is None:
+        args.floor_runs = QUICK_FLOOR_RUNS if args.quick else FLOOR_RUNS
+    if args.cycles < 1 or args.floor_runs < 1 or args.hang_cycles < 0:
+        parser.error("--cycles and --floor-runs must be at least 1, --hang-cycles at least 0")
     return args
 
 
@@ -835,9 +877,7 @@ def scenario(results: list[dict[str, Any]], name: str, run: Callable[[], dict]) 
 def benchmark(args: argparse.Namespace) -> None:
     from importlib.metadata import version as dist_version
 
-    from selfheal_daemon.bootstrap import ensure_model
-    from selfheal_daemon.config import ProbeConfig, parse_config
-    from selfheal_daemon.registry import ModelRegistry
+    from selfheal_daemon.config import ProbeConfig
 
     procs = Processes()
     results: list[dict[str, Any]] = []
@@ -846,15 +886,10 @@ def benchmark(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory(prefix="selfheal-recovery-") as tmp:
             workdir = Path(tmp)
             state_dir = workdir / "state"
-            cfg = parse_config({"state_dir": str(state_dir)}, workdir / "config.toml")
-            progress("training the model to serve (bundled data, default settings) ...")
-            version = ensure_model(
-                cfg, ModelRegistry(cfg.registry_dir), lambda m: progress(f"  {m}")
-            )
+            cfg, version = model_to_serve(state_dir, workdir, args.registry)
             registry = cfg.registry_dir
-            floor_runs = QUICK_FLOOR_RUNS if args.quick else FLOOR_RUNS
             try:
-                floor = run_floor(floor_runs, registry, version, workdir, procs)
+                floor = run_floor(args.floor_runs, registry, version, workdir, procs)
             except RuntimeError as exc:
                 progress(f"floor: FAILED: {exc}")
             for workers in (1, 2):
@@ -863,12 +898,14 @@ def benchmark(args: argparse.Namespace) -> None:
                     f"selfheal, {workers} worker(s)",
                     lambda w=workers: run_selfheal(w, args.cycles, state_dir, workdir, procs),
                 )
-            hangs = QUICK_HANG_CYCLES if args.quick else HANG_CYCLES
-            scenario(
-                results,
-                "selfheal, hung worker",
-                lambda: run_selfheal(2, hangs, state_dir, workdir, procs, signal.SIGSTOP),
-            )
+            if args.hang_cycles:
+                scenario(
+                    results,
+                    "selfheal, hung worker",
+                    lambda: run_selfheal(
+                        2, args.hang_cycles, state_dir, workdir, procs, signal.SIGSTOP
+                    ),
+                )
             scenario(
                 results,
                 "supervisord",

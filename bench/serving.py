@@ -34,9 +34,11 @@ see. The ratios between the apps are the point.
 Uses the benchmark venv bench/.venv of bench/recovery.py (created or updated on first use; the
 script re-runs itself in it). Every process it starts is stopped at the end (SIGTERM, then
 SIGKILL by pid); only 127.0.0.1 is used. Prints progress, then a markdown table per scenario and
-the ratios the targets of issue 9 are about; ``--json PATH`` writes the raw data.
+the ratios the targets of issue 9 are about; ``--json PATH`` writes the raw data. ``--registry
+DIR`` serves a copy of a registry trained before (bench/suite.py trains one for every part).
 
-    python3 bench/serving.py [--duration 10] [--runs 3 | --quick] [--json bench/out/serving.json]
+    python3 bench/serving.py [--duration 10] [--runs 3 | --quick] [--registry DIR]
+        [--json bench/out/serving.json]
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from bench.recovery import (  # noqa: E402
     Started,
     enter_bench_venv,
     free_port,
+    model_to_serve,
     progress,
     tail,
     wait_for,
@@ -542,16 +545,11 @@ def write_bodies(workdir: Path) -> tuple[dict[str, bytes], dict[str, Path]]:
 
 def collect(args: argparse.Namespace, wrk: str, procs: Processes, data: dict) -> None:
     """Train, measure the raw rate, start both apps, check them, run wrk; fills ``data``."""
-    from selfheal_daemon.bootstrap import ensure_model
-    from selfheal_daemon.config import parse_config
-    from selfheal_daemon.registry import ModelRegistry
 
     with tempfile.TemporaryDirectory(prefix="selfheal-serving-") as tmp:
         workdir = Path(tmp)
         state_dir = workdir / "state"
-        cfg = parse_config({"state_dir": str(state_dir)}, workdir / "config.toml")
-        progress("training the model to serve (bundled data, default settings) ...")
-        version = ensure_model(cfg, ModelRegistry(cfg.registry_dir), lambda m: progress(f"  {m}"))
+        cfg, version = model_to_serve(state_dir, workdir, args.registry)
         registry = cfg.registry_dir
         bodies, scripts = write_bodies(workdir)
 
@@ -688,6 +686,9 @@ def parse_args() -> argparse.Namespace:
         "--quick",
         action="store_true",
         help=f"{QUICK_DURATION_S} s, {QUICK_RUNS} run (unless given explicitly)",
+    )
+    parser.add_argument(
+        "--registry", type=Path, default=None, help="serve a copy of this trained registry"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the raw data here")
     args = parser.parse_args()
