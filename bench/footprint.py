@@ -66,6 +66,7 @@ from bench.recovery import (  # noqa: E402
     health_pid,
     model_to_serve,
     progress,
+    supervisord_header,
     tail,
     wait_for,
 )
@@ -132,26 +133,7 @@ redirect_stderr = true
 """
         )
     conf = directory / "supervisord.conf"
-    conf.write_text(
-        f"""[unix_http_server]
-file = {directory / "supervisor.sock"}
-chmod = 0700
-
-[supervisord]
-nodaemon = true
-logfile = {directory / "supervisord.log"}
-pidfile = {directory / "supervisord.pid"}
-childlogdir = {directory}
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl = unix://{directory / "supervisor.sock"}
-
-"""
-        + "\n".join(programs)
-    )
+    conf.write_text(supervisord_header(directory) + "\n".join(programs))
     return conf
 
 

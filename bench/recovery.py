@@ -583,14 +583,9 @@ def run_selfheal(  # noqa: PLR0917 - a benchmark's internal helper, called in tw
 # ----- scenario B: supervisord -------------------------------------------------------------------
 
 
-def write_supervisord_conf(directory: Path, port: int, registry: Path, version: str) -> Path:
-    command = (
-        f"{BENCH_BIN / 'python'} {STANDALONE_APP} --registry {registry} --version {version} "
-        f"--host {HOST} --port {port}"
-    )
-    conf = directory / "supervisord.conf"
-    conf.write_text(
-        f"""[unix_http_server]
+def supervisord_header(directory: Path) -> str:
+    """supervisord's own sections, everything in ``directory``; the programs follow."""
+    return f"""[unix_http_server]
 file = {directory / "supervisor.sock"}
 chmod = 0700
 
@@ -606,7 +601,18 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl = unix://{directory / "supervisor.sock"}
 
-[program:app]
+"""
+
+
+def write_supervisord_conf(directory: Path, port: int, registry: Path, version: str) -> Path:
+    command = (
+        f"{BENCH_BIN / 'python'} {STANDALONE_APP} --registry {registry} --version {version} "
+        f"--host {HOST} --port {port}"
+    )
+    conf = directory / "supervisord.conf"
+    conf.write_text(
+        supervisord_header(directory)
+        + f"""[program:app]
 command = {command}
 directory = {ROOT}
 environment = OMP_NUM_THREADS="1"

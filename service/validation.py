@@ -70,28 +70,39 @@ def parse_predict_body(body: bytes, max_rows: int) -> np.ndarray:
             "dict_type",
         )
     if _INSTANCES in document:
-        extra = [key for key in document if key != _INSTANCES]
-        if extra:
-            raise InputError(
-                422, ["body", extra[0]], "Extra inputs are not permitted", "extra_forbidden"
-            )
-        rows = document[_INSTANCES]
-        prefix: Loc = ["body", _INSTANCES]
-        if not isinstance(rows, list):
-            raise InputError(422, prefix, "Input should be a valid list", "list_type")
-        if not rows:
-            raise InputError(422, prefix, "List should have at least 1 item", "too_short")
-        if len(rows) > max_rows:
-            raise InputError(
-                413,
-                prefix,
-                f"batch of {len(rows)} rows exceeds the limit of {max_rows} rows",
-                "too_long",
-            )
-        _check_keys(rows, prefix, batch=True)
-        return _to_matrix(rows, prefix, batch=True)
+        _only_key(document, _INSTANCES)
+        return _instances_matrix(document[_INSTANCES], ["body", _INSTANCES], max_rows)
     _check_keys([document], ["body"], batch=False)
     return _to_matrix([document], ["body"], batch=False)
+
+
+def _only_key(document: dict[str, Any], key: str) -> None:
+    """A 422 naming the first key of ``document`` other than ``key``, if there is one."""
+    extra = [name for name in document if name != key]
+    if extra:
+        raise InputError(
+            422, ["body", extra[0]], "Extra inputs are not permitted", "extra_forbidden"
+        )
+
+
+def _bounded_list(value: Any, prefix: Loc, max_rows: int, too_many: str) -> list[Any]:
+    """``value`` when it is a non-empty list of at most ``max_rows`` entries, else a 422 or 413;
+    ``too_many`` begins the 413's message, with ``{n}`` for the count ("{n} items exceed")."""
+    if not isinstance(value, list):
+        raise InputError(422, prefix, "Input should be a valid list", "list_type")
+    if not value:
+        raise InputError(422, prefix, "List should have at least 1 item", "too_short")
+    if len(value) > max_rows:
+        message = f"{too_many.format(n=len(value))} the limit of {max_rows} rows"
+        raise InputError(413, prefix, message, "too_long")
+    return value
+
+
+def _instances_matrix(value: Any, prefix: Loc, max_rows: int) -> np.ndarray:
+    """An ``instances`` list of feature objects as a float64 matrix (/predict, /feedback)."""
+    rows = _bounded_list(value, prefix, max_rows, "batch of {n} rows exceeds")
+    _check_keys(rows, prefix, batch=True)
+    return _to_matrix(rows, prefix, batch=True)
 
 
 def _decode(body: bytes) -> Any:
@@ -221,21 +232,9 @@ def parse_feedback_body(body: bytes, max_rows: int) -> list[FeedbackItem]:
         raise InputError(422, ["body"], "Input should be a feedback object", "dict_type")
     if _ITEMS not in document:
         return [_feedback_item(document, ["body"], max_rows)]
-    extra = [key for key in document if key != _ITEMS]
-    if extra:
-        raise InputError(
-            422, ["body", extra[0]], "Extra inputs are not permitted", "extra_forbidden"
-        )
-    raw = document[_ITEMS]
+    _only_key(document, _ITEMS)
     prefix: Loc = ["body", _ITEMS]
-    if not isinstance(raw, list):
-        raise InputError(422, prefix, "Input should be a valid list", "list_type")
-    if not raw:
-        raise InputError(422, prefix, "List should have at least 1 item", "too_short")
-    if len(raw) > max_rows:
-        raise InputError(
-            413, prefix, f"{len(raw)} items exceed the limit of {max_rows} rows", "too_long"
-        )
+    raw = _bounded_list(document[_ITEMS], prefix, max_rows, "{n} items exceed")
     items = [_feedback_item(item, [*prefix, i], max_rows) for i, item in enumerate(raw)]
     rows = sum(len(item.labels) for item in items)
     if rows > max_rows:
@@ -299,20 +298,7 @@ def _feedback_features(item: dict[str, Any], loc: Loc, max_rows: int) -> np.ndar
         return _to_matrix([item["features"]], prefix, batch=False)
     if _INSTANCES not in item:
         return None
-    rows, prefix = item[_INSTANCES], [*loc, _INSTANCES]
-    if not isinstance(rows, list):
-        raise InputError(422, prefix, "Input should be a valid list", "list_type")
-    if not rows:
-        raise InputError(422, prefix, "List should have at least 1 item", "too_short")
-    if len(rows) > max_rows:
-        raise InputError(
-            413,
-            prefix,
-            f"batch of {len(rows)} rows exceeds the limit of {max_rows} rows",
-            "too_long",
-        )
-    _check_keys(rows, prefix, batch=True)
-    return _to_matrix(rows, prefix, batch=True)
+    return _instances_matrix(item[_INSTANCES], [*loc, _INSTANCES], max_rows)
 
 
 def _labels(item: dict[str, Any], loc: Loc, max_rows: int) -> np.ndarray:
@@ -320,15 +306,8 @@ def _labels(item: dict[str, Any], loc: Loc, max_rows: int) -> np.ndarray:
     if "label" in item:
         values, prefix, one = [item["label"]], [*loc, "label"], True
     else:
-        values, prefix, one = item["labels"], [*loc, "labels"], False
-        if not isinstance(values, list):
-            raise InputError(422, prefix, "Input should be a valid list", "list_type")
-        if not values:
-            raise InputError(422, prefix, "List should have at least 1 item", "too_short")
-        if len(values) > max_rows:
-            raise InputError(
-                413, prefix, f"{len(values)} labels exceed the limit of {max_rows} rows", "too_long"
-            )
+        prefix, one = [*loc, "labels"], False
+        values = _bounded_list(item["labels"], prefix, max_rows, "{n} labels exceed")
     if set(map(type, values)) != {float}:  # after _decode every JSON number is a float
         index = next(i for i, v in enumerate(values) if type(v) is not float)
         raise InputError(
