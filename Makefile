@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint browser bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
+.PHONY: run test chaos lint browser bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
 	bench-footprint bench-growth clean
 
 $(BIN)/python:
@@ -39,6 +39,12 @@ test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check selfheal_daemon service tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The fault and abuse suite alone (it runs in `make test` too): its figures go to
+# bench/out/chaos.json and into the marked block of docs/RELIABILITY.md, failed or not.
+chaos: $(VENV)/.installed-test browser
+	SELFHEAL_CHAOS_REPORT=bench/out/chaos.json $(BIN)/python -m pytest -m chaos; status=$$?; \
+	$(BIN)/python bench/chaos_doc.py bench/out/chaos.json docs/RELIABILITY.md; exit $$status
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check selfheal_daemon service tests bench
