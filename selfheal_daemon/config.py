@@ -26,7 +26,9 @@ PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
 class _Section(BaseModel):
     # strict: TOML has real types, so "80" for a port is a mistake to report, not to coerce.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # TOML also has nan and inf, which no setting means (a NaN direction_step fails every
+    # candidate's directional test without saying why).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _require_loopback(host: str, key: str) -> str:
@@ -42,6 +44,13 @@ def _require_loopback(host: str, key: str) -> str:
     if not address.is_loopback:
         raise ValueError(f"{key} must be a loopback address (127.0.0.0/8 or ::1), got {host!r}")
     return host
+
+
+def _os_path(path: str, key: str) -> str:
+    """Refuse a path no OS call accepts (a NUL byte), so it fails here and not in the daemon."""
+    if "\x00" in path:
+        raise ValueError(f"{key} must not contain a NUL character, got {path!r}")
+    return path
 
 
 class ServiceConfig(_Section):
@@ -123,10 +132,15 @@ class TrainingConfig(_Section):
 
     data: str = ""
     test_size: float = Field(default=0.2, gt=0.05, lt=0.5)
-    seed: int = Field(default=42, ge=0)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)  # what numpy and scikit-learn accept
     max_iter: int = Field(default=300, ge=10, le=5000)
     learning_rate: float = Field(default=0.1, gt=0, le=1)
     reference_rows: int = Field(default=5000, ge=100, le=1_000_000)
+
+    @field_validator("data")
+    @classmethod
+    def _usable(cls, v: str) -> str:
+        return _os_path(v, "data")
 
 
 class GateConfig(_Section):
@@ -192,6 +206,10 @@ class RetrainConfig(_Section):
     timeout_s: PositiveSeconds = 900.0
     max_memory_mb: int = Field(default=4096, ge=256, le=1_048_576)
     recent_rows: int = Field(default=100_000, ge=0, le=100_000_000)
+    # A retrain that failed for a reason of the environment (a full disk, an I/O error, its
+    # process died) is tried again after ``retry_s``, ``max_attempts`` attempts in all.
+    retry_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    max_attempts: int = Field(default=3, ge=1, le=100)
 
 
 class PerformanceConfig(_Section):
@@ -280,6 +298,12 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     source: Path | None = Field(None, exclude=True, strict=False)
 
+    @field_validator("state_dir")
+    @classmethod
+    def _usable(cls, v: Path) -> Path:
+        _os_path(str(v), "state_dir")
+        return v
+
     @property
     def registry_dir(self) -> Path:
         return self.state_dir / "registry"
@@ -353,6 +377,10 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> Config:
         raise ConfigError(f"{name}: {problems}") from None
     updates: dict[str, Any] = {"state_dir": cfg._resolve(cfg.state_dir)}
     if cfg.notify.smtp_password_file:
+        try:
+            _os_path(cfg.notify.smtp_password_file, "smtp_password_file")
+        except ValueError as exc:
+            raise ConfigError(f"{name}: notify.smtp_password_file: {exc}") from None
         password = str(cfg._resolve(Path(cfg.notify.smtp_password_file)))
         updates["notify"] = cfg.notify.model_copy(update={"smtp_password_file": password})
     return cfg.model_copy(update=updates)

@@ -3,7 +3,10 @@
 Reads (``/status``, ``/history``, ``/report``, ``/series``, ``/metrics`` and the dashboard at ``/``)
 are open by default (``control.open_reads``); every mutating call (``POST /actions/...``) needs
 ``Authorization: Bearer <token>`` with the token from ``run/control.token``, created with mode
-0600 at the first start. A wrong or missing token is a 401 and changes nothing.
+0600 at the first start. A wrong or missing token is a 401 and changes nothing: the token is
+checked before a byte of the body is read. An action's body is a JSON object of at most
+``MAX_ACTION_BODY`` bytes holding only the parameters that action reads (``PARAMS``); anything
+else is a 422 (413 when too large) naming the problem.
 
 The unix socket is bound here with its mode set before ``listen`` (uvicorn's own ``uds=`` would make
 it 0666), and both listeners are served by one uvicorn server on a thread of the daemon. The app
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import importlib.resources
+import json
 import os
 import secrets
 import socket
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 import uvicorn
-from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from loguru import logger
 
@@ -34,6 +38,23 @@ from selfheal_daemon.adapters.process import UDS_MAX, bind_listener
 from selfheal_daemon.errors import SelfhealError, ServiceStartError
 
 ACTIONS = ("restart", "retrain", "rollback", "check", "pause", "resume", "drill")
+PARAMS: dict[str, tuple[str, ...]] = {"rollback": ("to",), "drill": ("kind",)}  # all others: none
+MAX_ACTION_BODY = 16_384  # bytes; parameters are a few short strings
+ACTION_BODY: dict[str, Any] = {  # the OpenAPI requestBody of POST /actions/{action}
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "to": {"type": "string", "description": "rollback: a version such as v3"},
+                    "kind": {"type": "string", "description": "drill: the fault to inject"},
+                },
+                "additionalProperties": False,
+            }
+        }
+    },
+}
 
 
 class ActionRefused(SelfhealError):
@@ -87,6 +108,50 @@ def read_token(path: Path) -> str:
         raise SelfhealError(f"cannot read the control token {path}: {exc.strerror}") from None
 
 
+def action_params(action: str, body: bytes) -> dict[str, Any]:
+    """The parameters in an action's body (empty, ``null`` or a JSON object of strings), checked.
+
+    Raises HTTPException 422 naming the problem: not JSON, not an object, a parameter the action
+    does not read (a misspelt ``to`` must not roll back to last_good), a value that is not a
+    string, or a rollback target that is not a version name (``""`` included).
+    """
+    if not body.strip():
+        return {}
+    try:
+        params = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise HTTPException(422, f"body: not valid JSON ({exc})") from None
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise HTTPException(422, "body: expected a JSON object of parameters")
+    allowed = PARAMS.get(action, ())
+    for key, value in params.items():
+        if key not in allowed:
+            takes = f"it takes {', '.join(allowed)}" if allowed else "it takes none"
+            raise HTTPException(422, f"{key}: not a parameter of {action} ({takes})")
+        if value is not None and not isinstance(value, str):
+            raise HTTPException(422, f"{key}: expected a string, got {json.dumps(value)[:40]}")
+    if action == "rollback" and params.get("to") is not None:
+        from selfheal_daemon.registry import validate_version  # numpy and joblib: only here
+
+        try:
+            validate_version(params["to"])
+        except SelfhealError as exc:
+            raise HTTPException(422, f"to: {exc}") from None
+    return params
+
+
+async def _read_body(request: Request, limit: int = MAX_ACTION_BODY) -> bytes:
+    """The request body, refused with a 413 as soon as it exceeds ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
 def _dashboard_html() -> str:
     return (
         importlib.resources.files("selfheal_daemon.dashboard")
@@ -102,7 +167,10 @@ def create_control_app(api: ControlApi, token: str, *, open_reads: bool = True) 
     def _authorised(request: Request) -> bool:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+        # as bytes: compare_digest raises TypeError for a str with non-ASCII characters
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        )
 
     def require_token(request: Request) -> None:
         if not _authorised(request):
@@ -154,14 +222,19 @@ def create_control_app(api: ControlApi, token: str, *, open_reads: bool = True) 
     def metrics() -> Response:
         return Response(api.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/actions/{action}", dependencies=[Depends(require_token)])
-    async def act(
-        action: str, params: Annotated[dict[str, Any] | None, Body()] = None
-    ) -> JSONResponse:
+    # No Body() parameter: FastAPI reads a declared body before any dependency runs, so anyone
+    # could make the daemon buffer a body of any size; the body is read after the token check.
+    @app.post(
+        "/actions/{action}",
+        dependencies=[Depends(require_token)],
+        openapi_extra={"requestBody": ACTION_BODY},
+    )
+    async def act(action: str, request: Request) -> JSONResponse:
         if action not in ACTIONS:
             raise HTTPException(404, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+        params = action_params(action, await _read_body(request))
         try:
-            result = await asyncio.to_thread(api.act, action, params or {})
+            result = await asyncio.to_thread(api.act, action, params)
         except ActionRefused as exc:
             raise HTTPException(exc.status, str(exc)) from None
         return JSONResponse(result, status_code=202 if result.get("accepted") else 200)

@@ -320,9 +320,12 @@ class Operations:
 
     def _rollback(self, to: object) -> dict[str, Any]:
         state = self.state()
-        target = str(to) if to else state.last_good
-        if not target:
-            raise ActionRefused("there is no last_good version to roll back to")
+        if to is None:
+            target = state.last_good
+            if not target:
+                raise ActionRefused("there is no last_good version to roll back to")
+        else:  # only an absent ``to`` means last_good: "" or 0 is a mistake to name, not a default
+            target = to if isinstance(to, str) else repr(to)
         try:
             validate_version(target)
         except SelfhealError as exc:

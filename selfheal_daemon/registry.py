@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import reprlib
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -60,7 +61,8 @@ def validate_version(name: str) -> str:
     This is the only gate between user input and a path: ``../x`` or ``v1/..`` never reach open().
     """
     if not isinstance(name, str) or not _VERSION_RE.fullmatch(name):
-        raise InvalidVersionName(f"invalid model version {name!r}: expected v<number>, e.g. v3")
+        shown = reprlib.repr(name)  # a 100 kB name is echoed in 30 characters, not 100 kB
+        raise InvalidVersionName(f"invalid model version {shown}: expected v<number>, e.g. v3")
     return name
 
 

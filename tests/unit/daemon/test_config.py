@@ -136,3 +136,46 @@ def test_any_document_either_loads_or_raises_config_error(data: dict[str, Any]) 
     else:
         assert isinstance(cfg, Config)
     assert not message or ": " in message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"gate": {"direction_step": float("nan")}},
+            "gate.direction_step: Input should be a finite number",
+        ),
+        (
+            {"gate": {"golden_tolerance": float("inf")}},
+            "gate.golden_tolerance: Input should be a finite number",
+        ),
+        (
+            {"resources": {"max_rss_mb": float("inf")}},
+            "resources.max_rss_mb: Input should be a finite number",
+        ),
+        (
+            {"training": {"seed": 2**32}},
+            "training.seed: Input should be less than or equal to 4294967295",
+        ),
+        ({"state_dir": "var\x00x"}, "state_dir: state_dir must not contain a NUL character"),
+        ({"training": {"data": "a\x00.csv"}}, "training.data: data must not contain a NUL"),
+        (
+            {
+                "notify": {
+                    "smtp_host": "localhost",
+                    "email_from": "a@example.com",
+                    "email_to": ["b@example.com"],
+                    "smtp_username": "u",
+                    "smtp_password_file": "pw\x00",
+                }
+            },
+            "notify.smtp_password_file: smtp_password_file must not contain a NUL",
+        ),
+    ],
+)
+def test_values_the_daemon_could_not_use_are_refused(data: dict[str, Any], expected: str) -> None:
+    """NaN, infinities, a seed scikit-learn refuses and NUL bytes in paths fail at load (found by
+    tests/chaos/test_abuse_config.py), not later in the daemon."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert expected in str(info.value)

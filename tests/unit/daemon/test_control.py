@@ -18,12 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import HTTPException
 
 from selfheal_daemon.config import parse_config
 from selfheal_daemon.control import (
     ACTIONS,
+    MAX_ACTION_BODY,
     ActionRefused,
     ControlServer,
+    action_params,
     bind_tcp,
     bind_unix,
     create_control_app,
@@ -230,6 +233,80 @@ def test_unknown_action_without_token_is_still_401(served: Served) -> None:
     """The token is checked before the action name, so no one learns the actions unauthorised."""
     client, _ = served
     assert client.post("/actions/reboot").status_code == 401
+
+
+def test_non_ascii_authorization_is_401_not_500(served: Served) -> None:
+    """A header with bytes over 0x7f is a wrong token (compare_digest raised TypeError on it)."""
+    client, api = served
+    response = client.post("/actions/pause", headers={"Authorization": b"Bearer \xff\xfe"})
+    assert response.status_code == 401
+    assert api.acted == []
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"x" * 100_000])
+def test_body_is_not_read_before_the_token_is_checked(served: Served, body: bytes) -> None:
+    """Without the token any body, malformed or huge, is a 401 (FastAPI used to parse it first:
+    a 422 for bad JSON, and a body of any size buffered in the daemon)."""
+    client, api = served
+    response = client.post(
+        "/actions/pause", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 401
+    assert api.acted == []
+
+
+def test_body_over_the_limit_is_413(served: Served) -> None:
+    """With the token, a body over MAX_ACTION_BODY bytes is a 413 and act() is not called."""
+    client, api = served
+    body = b'{"to": "' + b"v" * MAX_ACTION_BODY + b'"}'
+    response = client.post("/actions/rollback", content=body, headers=bearer())
+    assert response.status_code == 413
+    assert str(MAX_ACTION_BODY) in response.json()["detail"]
+    assert api.acted == []
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "named"),
+    [
+        ("rollback", {"too": "v3"}, "too: not a parameter of rollback (it takes to)"),
+        ("pause", {"reason": "x"}, "reason: not a parameter of pause (it takes none)"),
+        ("rollback", {"to": 0}, "to: expected a string, got 0"),
+        ("rollback", {"to": ["v1"]}, 'to: expected a string, got ["v1"]'),
+        ("rollback", {"to": ""}, "to: invalid model version ''"),
+        ("rollback", {"to": "../v1"}, "to: invalid model version '../v1'"),
+        ("drill", {"kind": 1}, "kind: expected a string"),
+        ("restart", [1], "body: expected a JSON object"),
+        ("restart", "v1", "body: expected a JSON object"),
+    ],
+)
+def test_bad_parameters_are_422_naming_them(
+    served: Served, action: str, body: Any, named: str
+) -> None:
+    """A parameter the action does not read, a non-string value or a rollback target that is not
+    a version is a 422 naming it; act() is not called (``{"to": 0}`` or ``""`` used to mean
+    last_good, and a misspelt ``to`` was ignored)."""
+    client, api = served
+    response = client.post(f"/actions/{action}", json=body, headers=bearer())
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(named)
+    assert api.acted == []
+
+
+@pytest.mark.parametrize("body", [b"", b"null", b"{}", b" \n"])
+def test_empty_body_means_no_parameters(served: Served, body: bytes) -> None:
+    """No body, JSON null or {} reach act() as an empty dict."""
+    client, api = served
+    response = client.post("/actions/resume", content=body, headers=bearer())
+    assert response.status_code == 202
+    assert api.acted == [("resume", {})]
+
+
+def test_bad_json_with_the_token_is_422() -> None:
+    """Malformed JSON with the token is a 422 saying it is not JSON."""
+    with pytest.raises(HTTPException) as info:
+        action_params("pause", b"{nope")
+    assert info.value.status_code == 422
+    assert str(info.value.detail).startswith("body: not valid JSON")
 
 
 # ----- reads ----------------------------------------------------------------------------------
