@@ -9,12 +9,16 @@ serves an artifact that fails its checksum.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from loguru import logger
 
 from selfheal_daemon.config import Config
 from selfheal_daemon.features import load_dataset
 from selfheal_daemon.registry import ModelRegistry
-from selfheal_daemon.training import Progress, train_and_register
+
+if TYPE_CHECKING:
+    from selfheal_daemon.training import Progress
 
 
 def ensure_model(cfg: Config, registry: ModelRegistry, progress: Progress) -> str:
@@ -39,6 +43,8 @@ def ensure_model(cfg: Config, registry: ModelRegistry, progress: Progress) -> st
             return version
         problems.append(f"{alias} {version}: {check.problem}")
         logger.error("model {} ({}) failed verification: {}", version, alias, check.problem)
+
+    from selfheal_daemon.training import train_and_register  # scikit-learn: only to train
 
     source = str(cfg.training_data) if cfg.training_data else "bundled California housing data"
     origin = f"bootstrap: {source}"

@@ -83,6 +83,7 @@ __all__ = [
 
 EPSILON = 1e-4  # the floor of a window's share of a PSI bin: what an empty bin counts as
 FORMAT_VERSION = 1
+DRIFT_FILE = "drift.npz"  # the summary's name in a registry version (an extra artifact)
 _KEYS = ("format", "features", "edges", "freqs", "sorted_sample", "importance", "rows")
 
 

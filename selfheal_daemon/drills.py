@@ -27,20 +27,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import pandas as pd
 import psutil
 from loguru import logger
-from sklearn.linear_model import LinearRegression
 
 from selfheal_daemon.adapters.workers import WorkerHandle
 from selfheal_daemon.config import Config
 from selfheal_daemon.features import FEATURES, load_dataset
 from selfheal_daemon.quality_io import write_table
 from selfheal_daemon.registry import MODEL_FILE, ModelRegistry
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LinearRegression
 
 KINDS = ("crash", "hang", "leak", "bad-model", "corrupt-artifact", "drift")
 LEAK_STEP_MB = 64
@@ -63,6 +65,8 @@ class Plan:
 
 def nan_model() -> LinearRegression:
     """A fitted-looking regressor whose every prediction is NaN."""
+    from sklearn.linear_model import LinearRegression  # only a drill needs it, not every start
+
     model = LinearRegression()
     model.coef_ = np.full(8, np.nan)
     model.intercept_ = 0.0

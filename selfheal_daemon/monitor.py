@@ -27,25 +27,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from loguru import logger
-from sklearn.metrics import mean_absolute_error, r2_score
 
 from selfheal_daemon.adapters.worker_admin import AdminReply
 from selfheal_daemon.adapters.workers import WorkerHandle
 from selfheal_daemon.config import Config
-from selfheal_daemon.drift import ReferenceSummary, check
+from selfheal_daemon.drift import DRIFT_FILE, ReferenceSummary, check
 from selfheal_daemon.errors import DataError, SelfhealError
 from selfheal_daemon.features import FEATURES, TARGET
 from selfheal_daemon.model_policy import DriftChecked, PerformanceChecked
-from selfheal_daemon.pipeline import Intake, base_frame, learn_profile, take_in
 from selfheal_daemon.quality_io import write_table
 from selfheal_daemon.quality_profile import QualityProfile
 from selfheal_daemon.registry import ModelRegistry
-from selfheal_daemon.training import DRIFT_FILE
+
+if TYPE_CHECKING:
+    from selfheal_daemon.pipeline import Intake
 
 CAPTURE_TIMEOUT_S = 10.0
 SETTLE_S = 1.0  # an incoming file changed more recently than this may still be being written
@@ -214,6 +214,9 @@ class Monitor:
         incoming = self.cfg.incoming_dir
         if not incoming.is_dir() or not any(incoming.iterdir()):
             return []
+        # The pipeline brings scikit-learn: imported at the first batch, not at the daemon's start.
+        from selfheal_daemon.pipeline import base_frame, learn_profile, take_in
+
         try:
             if self._profile is None:
                 self._profile = learn_profile(base_frame(self.cfg))
@@ -263,6 +266,8 @@ class Monitor:
         rows = len(self._scored)
         if rows < self.cfg.performance.min_rows:
             return PerformanceChecked(serving, rows, None, judged=False)
+        from sklearn.metrics import mean_absolute_error, r2_score  # the daemon starts without
+
         pairs = np.asarray(self._scored, dtype="float64")
         r2 = float(r2_score(pairs[:, 1], pairs[:, 0]))
         mae = float(mean_absolute_error(pairs[:, 1], pairs[:, 0]))

@@ -26,10 +26,9 @@ from selfheal_daemon.audit import AuditLog, IncidentBook
 from selfheal_daemon.bootstrap import ensure_model
 from selfheal_daemon.clock import SystemClock
 from selfheal_daemon.config import Config
-from selfheal_daemon.drift import ReferenceSummary, check
+from selfheal_daemon.drift import DRIFT_FILE, ReferenceSummary, check
 from selfheal_daemon.pipeline import base_frame, learn_profile, retrain, take_in, window_array
 from selfheal_daemon.registry import ModelRegistry
-from selfheal_daemon.training import DRIFT_FILE
 
 ONCE_EXIT = {"promoted": 0, "kept": 10, "rejected": 11, "rolled_back": 12}
 

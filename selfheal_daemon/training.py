@@ -29,12 +29,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from selfheal_daemon.config import GateConfig, TrainingConfig
+from selfheal_daemon.drift import DRIFT_FILE
 from selfheal_daemon.errors import DataError, TrainingError
 from selfheal_daemon.features import FEATURES, TARGET, fingerprint
 from selfheal_daemon.registry import ModelRegistry
 
 Progress = Callable[[str], None]
-DRIFT_FILE = "drift.npz"
 
 
 @dataclass(frozen=True)
