@@ -4,7 +4,9 @@ Writing goes through loguru (a file sink of its own with size rotation, retentio
 and is synchronous: when ``AuditLog.write`` returns, the line is in the kernel, so a ``kill -9`` of
 the daemon a moment later loses nothing. A record is one ``write`` of one whole line; a line torn
 anyway (the disk filled in the middle of it) is cut off before the next write, and the record is
-kept in memory and written again, so the file holds whole records only.
+kept in memory and written again, so the file holds whole records only. Once the disk takes them
+again, a ``lifecycle`` record ``audit_write_failed`` (action ``retried``) says since when writes
+failed, the first error, how many records were held and whether any had to be dropped.
 
 Rotated files are renamed ``audit.<created>.jsonl`` and then compressed to ``.jsonl.gz`` through a
 temp file and a rename, so a kill during compression leaves either the plain file or both (the
@@ -136,13 +138,17 @@ def _open_text(path: Path) -> IO[str]:
     return path.open(encoding="utf-8")
 
 
-def read_records(directory: Path, stats: ReadStats | None = None) -> Iterator[dict[str, Any]]:
-    """Every record of the trail, oldest first, rotated and compressed files included.
+def read_records(
+    directory: Path, stats: ReadStats | None = None, *, newest_files: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every record of the trail, oldest first, rotated and compressed files included (only the
+    ``newest_files`` most recent files, the live one included, when given).
 
     A line that is not a JSON object is counted in ``stats.unreadable`` and skipped.
     """
     stats = stats if stats is not None else ReadStats()
-    for path in audit_files(directory):
+    files = audit_files(directory)
+    for path in files[-newest_files:] if newest_files else files:
         stats.files += 1
         try:
             with _open_text(path) as handle:
@@ -188,6 +194,42 @@ def repair_tail(path: Path) -> int:
         return 0
 
 
+def _line(record: Mapping[str, Any]) -> str:
+    return json.dumps(jsonable(record), ensure_ascii=False, separators=(", ", ": "))
+
+
+@dataclass
+class WriteOutage:
+    """Writes the disk refused, from the first refusal until every held record is written."""
+
+    since: str  # the ``ts`` of the first record refused
+    started: float  # the same moment, monotonic
+    error: str  # the first error
+    errors: int = 0  # refused writes
+    held: int = 0  # the most records held in memory at once
+    dropped: int = 0  # held records dropped past ``PENDING_LIMIT`` (the oldest first)
+
+
+def outage_record(outage: WriteOutage, now: float) -> dict[str, Any]:
+    """The record that says audit writes failed and were retried (``now``: monotonic)."""
+    return {
+        "incident_id": None,
+        "issue": "lifecycle",
+        "detection": "audit_write_failed",
+        "action": "retried",
+        "details": {
+            "since": outage.since,
+            "error": outage.error,
+            "refused_writes": outage.errors,
+            "records_held": outage.held,
+            "records_dropped": outage.dropped,
+            "seconds": round(now - outage.started, 3),
+        },
+        "outcome": None,
+        "manual": False,
+    }
+
+
 class AuditLog:
     """The writer. Thread-safe; ``write`` returns once the line is handed to the kernel."""
 
@@ -209,6 +251,7 @@ class AuditLog:
         self._compress = compress
         self._sink_key = secrets.token_hex(8)
         self._handler: int | None = None
+        self._outage: WriteOutage | None = None
         self.write_errors = 0
         directory.mkdir(parents=True, exist_ok=True)
         self._tidy()
@@ -254,8 +297,10 @@ class AuditLog:
         the next call (``flush_pending`` retries too); nothing is torn, nothing is lost.
         """
         full = {"ts": format_ts(self.clock.utcnow()), **record}
-        line = json.dumps(jsonable(full), ensure_ascii=False, separators=(", ", ": "))
+        line = _line(full)
         with self._lock:
+            if len(self._pending) == PENDING_LIMIT and self._outage is not None:
+                self._outage.dropped += 1  # the deque drops the oldest held record
             self._pending.append(line)
             self._drain()
         return full
@@ -273,20 +318,45 @@ class AuditLog:
 
     def _drain(self) -> None:
         bound = logger.bind(audit_sink=self._sink_key).opt(raw=True)
-        while self._pending:
-            if self._handler is None:
-                repair_tail(self.directory / AUDIT_FILE)
-                self._open()
-            try:
-                bound.log("INFO", self._pending[0] + "\n")
-            except OSError as exc:
-                self.write_errors += 1
-                self._close_handler()
-                logger.error(
-                    "audit: cannot write ({}); {} record(s) kept in memory", exc, len(self._pending)
-                )
+        while True:
+            while self._pending:
+                if self._handler is None:
+                    repair_tail(self.directory / AUDIT_FILE)
+                    self._open()
+                try:
+                    bound.log("INFO", self._pending[0] + "\n")
+                except OSError as exc:
+                    self.write_errors += 1
+                    self._refused(exc)
+                    self._close_handler()
+                    logger.error(
+                        "audit: cannot write ({}); {} record(s) kept in memory",
+                        exc,
+                        len(self._pending),
+                    )
+                    return
+                self._pending.popleft()
+            if self._outage is None:
                 return
-            self._pending.popleft()
+            outage, self._outage = self._outage, None
+            record = outage_record(outage, self.clock.monotonic())
+            logger.warning(
+                "audit: writing again; {} record(s) held since {} are written",
+                outage.held,
+                outage.since,
+            )
+            self._pending.append(_line({"ts": format_ts(self.clock.utcnow()), **record}))
+
+    def _refused(self, exc: OSError) -> None:
+        if self._outage is None:
+            first = json.loads(self._pending[0])  # the first record refused: since its time
+            self._outage = WriteOutage(
+                since=str(first.get("ts") or format_ts(self.clock.utcnow())),
+                started=self.clock.monotonic(),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        self._outage.errors += 1
+        self._outage.held = max(self._outage.held, len(self._pending))
 
     def close(self) -> None:
         with self._lock:
@@ -315,6 +385,24 @@ class IncidentBook:
     clock: Clock
     open: dict[tuple[str, Scope], _Open] = field(default_factory=dict)
     drills: set[tuple[str, Scope]] = field(default_factory=set)
+
+    def resume(
+        self, issue: str, scope: Scope, incident_id: str, since: str, *, drill: bool = False
+    ) -> None:
+        """Continue an incident a previous daemon opened: the next records of ``(issue, scope)``
+        carry ``incident_id``, and its resolution time counts from ``since`` (its first record's
+        ``ts``)."""
+        try:
+            age = max(0.0, (self.clock.utcnow() - parse_ts(since)).total_seconds())
+        except ValueError:
+            age = 0.0
+        opened = self.clock.monotonic() - age
+        self.open[(issue, scope)] = _Open(incident_id, issue, opened, since, drill)
+
+    def close(self, issue: str, scope: Scope) -> None:
+        """The incident ``(issue, scope)`` ended without a resolution (escalated, nothing more to
+        do): the next record of that key opens a new incident."""
+        self.open.pop((issue, scope), None)
 
     def expect_drill(self, issue: str, scope: Scope) -> None:
         """The next incident ``(issue, scope)`` to open is one a drill injects."""

@@ -31,6 +31,7 @@ import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
 
+from selfheal_daemon import integrity, resume
 from selfheal_daemon.adapters.probe import HealthProbe
 from selfheal_daemon.adapters.systemd import SystemdNotifier
 from selfheal_daemon.adapters.workers import WorkerHandle, WorkerPool
@@ -69,7 +70,7 @@ from selfheal_daemon.policy import PolicyConfig, SupervisorState, decide
 from selfheal_daemon.registry import ModelRegistry
 from selfheal_daemon.states import WorkerState
 
-TICK_S = 0.25  # how often timers in the policy are checked when nothing else happens
+TICK_S = 0.25  # how often timers in the policy (backoff, stability, start timeouts) are checked
 READY_POLL_S = 0.01  # how often a starting worker's /ready is polled
 
 
@@ -78,7 +79,7 @@ class _Heartbeat:
     """Scheduler says: tell systemd's watchdog we are alive (sent from the loop itself)."""
 
 
-Item = Event | _Heartbeat | ControlRequest | Observations | ModelEvent
+Item = Event | _Heartbeat | ControlRequest | Observations | ModelEvent | integrity.IntegrityChecked
 
 
 class Executor:
@@ -245,11 +246,14 @@ class Daemon:
         self._status = ""
         self._shutdown_started: float | None = None
         self._gave_up = False
+        self._integrity_reported: frozenset[tuple[str, str]] = frozenset()
+        self._next_tick = 0.0  # monotonic time of the next Tick (``next_item``)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         jobs: list[tuple[Callable[[], None], float, str]] = [
             (self.probe_workers, cfg.probe.interval_s, "probe"),
             (self.sample_resources, cfg.resources.interval_s, "resources"),
             (self.healing.scheduled_pass, cfg.monitor.interval_s, "monitor"),
+            (self.check_integrity, cfg.monitor.interval_s, "integrity"),
         ]
         if alerts is not None and alerts.enabled:
             jobs.append((alerts.digest_if_due, 600.0, "digest"))
@@ -280,6 +284,13 @@ class Daemon:
         for worker, pid, future in futures:
             outcome = future.result()
             self.events.put(ProbeResult(worker, pid, outcome.ok, outcome.detail, outcome.latency_s))
+
+    def check_integrity(self) -> None:
+        """Re-hash the versions ``current`` and ``last_good`` name (``integrity``)."""
+        try:
+            self.events.put(integrity.inspect(self.registry))
+        except (SelfhealError, OSError) as exc:  # the next interval tries again
+            logger.error("cannot re-check the registry: {}", exc)
 
     def ready_handles(self) -> list[WorkerHandle]:
         handles = [self.pool.handle(pid) for _w, pid in self._ready_workers()]
@@ -326,18 +337,19 @@ class Daemon:
                 "adopted worker {} (pid {}, model {})", handle.worker, handle.pid, handle.version
             )
         self.recorder.seed(read_records(self.recorder.audit.directory))
+        left = self._left_open()  # read before this run writes anything
         self.recorder.bookkeeping(
             "lifecycle", "daemon_start", {"pid": os.getpid(), "adopted": len(self._adopted)}
         )
         self.pool.warm_up()
         self._handle(StartRequested())
+        resume.carry_out(
+            left, recorder=self.recorder, operations=self.operations, model=self.healing.handle
+        )
         self.scheduler.start()
         try:
             while not self._finished():
-                try:
-                    item = self.events.get(timeout=TICK_S)
-                except queue.Empty:
-                    item = Tick()
+                item = self.next_item()
                 if isinstance(item, _Heartbeat):
                     self.notifier.watchdog()
                 elif isinstance(item, ControlRequest):
@@ -346,6 +358,8 @@ class Daemon:
                     self.healing.observe(item)
                 elif isinstance(item, MODEL_EVENTS):
                     self.healing.handle(item)
+                elif isinstance(item, integrity.IntegrityChecked):
+                    self._integrity(item)
                 else:
                     self._handle(item)
                 self._after_item()
@@ -363,6 +377,48 @@ class Daemon:
             self.pool.close()
             self.probe.close()
             logger.info("all workers stopped")
+
+    def next_item(self) -> Item:
+        """The next event, or a ``Tick`` once ``TICK_S`` has passed since the last one, however
+        busy the queue: probe results and resource samples arrive several times a second and
+        would otherwise starve the policy's timers (a 0.05 s backoff was served after 0.5 s)."""
+        wait = self._next_tick - self.clock.monotonic()
+        if wait > 0:
+            try:
+                return self.events.get(timeout=wait)
+            except queue.Empty:
+                pass
+        self._next_tick = self.clock.monotonic() + TICK_S
+        return Tick()
+
+    def _integrity(self, seen: integrity.IntegrityChecked) -> None:
+        model = self.healing.state
+        decision = integrity.decide(
+            seen, self._integrity_reported, busy=bool(model.deploying or model.job_issue)
+        )
+        self._integrity_reported = decision.reported
+        for action in decision.actions:
+            match action:
+                case Report():
+                    self.executor.apply(action)
+                case integrity.SetLastGood():
+                    try:
+                        self.registry.set_alias("last_good", action.version)
+                    except (SelfhealError, OSError) as exc:
+                        logger.error("cannot move last_good to {}: {}", action.version, exc)
+                        continue
+                    self._handle(ModelChanged(serving=self.state.serving, last_good=action.version))
+                case _:
+                    self.healing.handle(action)
+
+    def _left_open(self) -> resume.Plan:
+        """What becomes of the incidents a previous run left without an outcome (``resume``)."""
+        directory = self.recorder.audit.directory
+        records = list(read_records(directory, newest_files=resume.RECENT_FILES))
+        found = resume.Found.of(
+            self.healing.state, self.pool.version, self.cfg.service.workers, len(self._adopted)
+        )
+        return resume.plan(resume.unfinished(records), found, resume.previous_run(records))
 
     def uptime_s(self) -> float:
         return self.clock.monotonic() - self._started_mono

@@ -36,8 +36,10 @@ from selfheal_daemon.model_policy import (
     ModelEvent,
     ModelPolicyConfig,
     ModelState,
+    ModelTick,
     Note,
     PerformanceChecked,
+    Resumed,
     RetrainFinished,
     RetrainRequested,
     ServingChanged,
@@ -68,6 +70,8 @@ MODEL_EVENTS = (
     ServingChanged,
     HealingPaused,
     DeployRequested,
+    ModelTick,
+    Resumed,
 )
 
 
@@ -114,6 +118,7 @@ class Healing:
 
     # ----- the monitoring pass (scheduler thread, or a control thread for `selfheal check`) -----
     def scheduled_pass(self) -> None:
+        self.post(ModelTick())  # time reaches the policy (a retry whose time has come starts)
         self.monitor_pass()
 
     def monitor_pass(self, reply: Future[list[dict[str, Any]]] | None = None) -> dict[str, Any]:
@@ -178,6 +183,8 @@ class Healing:
         match action:
             case Report():
                 self.apply(action)
+                if action.outcome == "escalated":  # the model policy's escalations are final
+                    self.recorder.book.close(action.issue, action.worker)
                 return _describe(action)
             case Note():
                 if action.audit:
@@ -187,8 +194,9 @@ class Healing:
                 try:
                     window = self.monitor.current_window()
                     self.runner.start(self.state.serving, action.reason, window)
-                except OSError as exc:
-                    self.post(RetrainFinished(promote=False, error=f"cannot start: {exc}"))
+                except OSError as exc:  # e.g. a full disk: worth another attempt
+                    error = f"cannot start: {exc}"
+                    self.post(RetrainFinished(promote=False, error=error, transient=True))
                 return {"action": "retrain", "issue": action.issue, "reason": action.reason}
             case Deploy():
                 self.deployer.deploy(action)

@@ -49,7 +49,8 @@ class RetrainFinished:
 
     ``candidate`` is the registered version when the gate passed (``promote``); ``verdict`` is the
     gate's details; ``test_failure`` the first attempt's failed tests when a repair was tried, and
-    ``repaired`` what the repair set aside.
+    ``repaired`` what the repair set aside. ``transient``: the error came from the environment (a
+    full disk, an I/O error, a process that died or could not start), so trying again may work.
     """
 
     promote: bool
@@ -59,6 +60,7 @@ class RetrainFinished:
     repaired: dict[str, Any] | None = None
     error: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,24 @@ class DeployRequested:
     reason: str
 
 
+@dataclass(frozen=True)
+class ModelTick:
+    """Time passed (every monitoring interval): a retry whose time has come is started."""
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The daemon (re)started; the previous run may have left a retrain or deployment in flight.
+
+    The durable state says what was in flight; it is continued when the audit trail still has the
+    incident it served open (``open_issues``: the issues of such whole-service incidents), else
+    forgotten. ``details`` (the previous daemon's pid, how it ended) go into the records.
+    """
+
+    open_issues: frozenset[str] = frozenset()
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 ModelEvent = (
     DriftChecked
     | PerformanceChecked
@@ -102,6 +122,8 @@ ModelEvent = (
     | ServingChanged
     | HealingPaused
     | DeployRequested
+    | ModelTick
+    | Resumed
 )
 
 # ----- actions --------------------------------------------------------------------------------
@@ -163,12 +185,17 @@ class ModelState:
     drift_open: bool = False  # a data_drift incident is open
     perf_open: bool = False  # a performance_drop incident is open
     perf_escalated: bool = False  # the flap guard already escalated this drop
-    job_issue: str = ""  # the incident the running retrain serves ("" = none running)
     job_started_at: float | None = None
+    skipped_reason: str = ""  # the last "skipped" reason recorded (each reason once)
+    # durable: survive a restart of the daemon (what was in flight is continued: ``Resumed``)
+    job_issue: str = ""  # the incident the running retrain serves ("" = none running)
+    job_attempt: int = 0  # attempts of that incident's retrain so far, the running one included
+    job_manual: bool = False  # a person asked for that retrain
+    retry_issue: str = ""  # a retrain that failed transiently waits to be tried again ...
+    retry_at: float | None = None  # ... from this time on
     deploying: str = ""  # the version being deployed ("" = none)
     deploy_issue: str = ""
-    skipped_reason: str = ""  # the last "skipped" reason recorded (each reason once)
-    # durable: survive a restart of the daemon
+    deploy_from: str = ""  # the version that deployment replaces (where a failure rolls back to)
     last_retrain_at: float | None = None
     retrain_times: tuple[float, ...] = ()  # automatic retrains, for the daily budget
     deployed_at: float | None = None
@@ -178,11 +205,19 @@ class ModelState:
 
     @property
     def busy(self) -> bool:
-        return bool(self.job_issue or self.deploying)
+        return bool(self.job_issue or self.deploying or self.retry_issue)
 
     def durable(self) -> dict[str, Any]:
         """What is written to ``model_state.json`` and read back by ``restore``."""
         return {
+            "job_issue": self.job_issue,
+            "job_attempt": self.job_attempt,
+            "job_manual": self.job_manual,
+            "retry_issue": self.retry_issue,
+            "retry_at": self.retry_at,
+            "deploying": self.deploying,
+            "deploy_issue": self.deploy_issue,
+            "deploy_from": self.deploy_from,
             "last_retrain_at": self.last_retrain_at,
             "retrain_times": list(self.retrain_times),
             "deployed_at": self.deployed_at,
@@ -196,10 +231,24 @@ class ModelState:
             value = data.get(key)
             return float(value) if isinstance(value, int | float) else None
 
+        def text(key: str) -> str:
+            value = data.get(key)
+            return value if isinstance(value, str) else ""
+
         times = data.get("retrain_times")
         from_ = data.get("deployed_from")
+        attempt = data.get("job_attempt")
+        attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
         return replace(
             self,
+            job_issue=text("job_issue"),
+            job_attempt=attempt,
+            job_manual=data.get("job_manual") is True,
+            retry_issue=text("retry_issue"),
+            retry_at=number("retry_at"),
+            deploying=text("deploying"),
+            deploy_issue=text("deploy_issue"),
+            deploy_from=text("deploy_from"),
             last_retrain_at=number("last_retrain_at"),
             retrain_times=tuple(
                 float(t) for t in (times if isinstance(times, list) else []) if _is_num(t)

@@ -24,6 +24,9 @@ restart of the daemon through ``ModelState.durable()``). Rules:
   version it replaced, else retrain. Never flap: after one such action, another drop within
   ``hold_s`` is escalated once and not acted on.
 - a manual retrain bypasses cooldown and budget (a person asked) but starts the cooldown.
+- a retrain that failed for a reason of the environment (a full disk, its process died) is
+  retried after ``retrain.retry_s`` under the same incident, up to ``retrain.max_attempts``; what a
+  previous daemon left in flight is continued (``Resumed``): both in ``model_retry``.
 """
 
 from __future__ import annotations
@@ -44,12 +47,25 @@ from selfheal_daemon.model_events import (
     ModelEvent,
     ModelPolicyConfig,
     ModelState,
+    ModelTick,
     Note,
     PerformanceChecked,
+    Resumed,
     RetrainFinished,
     RetrainRequested,
     ServingChanged,
     StartRetrain,
+)
+from selfheal_daemon.model_retry import (
+    Failure,
+    Result,
+    closed,
+    deploying,
+    job_ended,
+    resumed,
+    retrain_failed,
+    retry_if_due,
+    superseded,
 )
 
 DAY_S = 86_400.0
@@ -65,8 +81,10 @@ __all__ = [
     "ModelEvent",
     "ModelPolicyConfig",
     "ModelState",
+    "ModelTick",
     "Note",
     "PerformanceChecked",
+    "Resumed",
     "RetrainFinished",
     "RetrainRequested",
     "ServingChanged",
@@ -81,9 +99,6 @@ __all__ = [
 class ModelDecision:
     state: ModelState
     actions: tuple[ModelAction, ...] = ()
-
-
-Result = tuple[ModelState, list[ModelAction]]
 
 
 def clock_time(epoch: float) -> str:
@@ -110,6 +125,7 @@ def _apply(event: ModelEvent, state: ModelState, now: float, cfg: ModelPolicyCon
         case PerformanceChecked():
             return _performance_checked(state, event, now, cfg)
         case RetrainRequested():
+            state, dropped = superseded(state)
             new, actions = _start_retrain(state, now, "manual_action", event.reason, manual=True)
             asked = Report(
                 "manual_action",
@@ -118,9 +134,9 @@ def _apply(event: ModelEvent, state: ModelState, now: float, cfg: ModelPolicyCon
                 {"reason": event.reason},
                 action="retrain",
             )
-            return new, [asked, *actions]
+            return new, [*dropped, asked, *actions]
         case RetrainFinished():
-            return _retrain_finished(state, event)
+            return _retrain_finished(state, event, now, cfg)
         case DeployFinished():
             return _deploy_finished(state, event, now)
         case ServingChanged():
@@ -129,7 +145,11 @@ def _apply(event: ModelEvent, state: ModelState, now: float, cfg: ModelPolicyCon
             return replace(state, paused=event.paused), []
         case DeployRequested():
             deploy = Deploy(event.version, state.serving, event.issue, event.reason)
-            return replace(state, deploying=event.version, deploy_issue=event.issue), [deploy]
+            return deploying(state, deploy), [deploy]
+        case ModelTick():
+            return retry_if_due(state, now, cfg)
+        case Resumed():
+            return resumed(state, event, now, cfg)
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover - exhaustive match above
 
 
@@ -159,7 +179,16 @@ def retrain_blocked(state: ModelState, now: float, cfg: RetrainConfig) -> str:
 def _start_retrain(
     state: ModelState, now: float, issue: str, reason: str, *, manual: bool
 ) -> Result:
-    started = replace(state, job_issue=issue, job_started_at=now, last_retrain_at=now)
+    started = replace(
+        state,
+        job_issue=issue,
+        job_started_at=now,
+        last_retrain_at=now,
+        job_attempt=1,
+        job_manual=manual,
+        retry_issue="",
+        retry_at=None,
+    )
     if not manual:
         today = int(now // DAY_S)
         kept = tuple(t for t in state.retrain_times if int(t // DAY_S) == today)
@@ -293,9 +322,7 @@ def _performance_checked(  # noqa: PLR0911 - one return per rule, in the docstri
             f"live R2 {event.r2:.3f} below {perf.min_r2:.2f} after deploying {state.serving}",
         )
         new = replace(
-            state,
-            deploying=deploy.version,
-            deploy_issue="performance_drop",
+            deploying(state, deploy),
             perf_open=True,
             perf_action_at=now,
             perf_action="rollback",
@@ -315,21 +342,16 @@ def _performance_checked(  # noqa: PLR0911 - one return per rule, in the docstri
     return new, actions
 
 
-def _retrain_finished(state: ModelState, event: RetrainFinished) -> Result:
+def _retrain_finished(
+    state: ModelState, event: RetrainFinished, now: float, cfg: ModelPolicyConfig
+) -> Result:
     issue = state.job_issue or "manual_action"
-    # Drift must persist over fresh checks again before the next retrain is asked for.
-    state = replace(state, job_issue="", job_started_at=None, drift_streak=0)
+    attempt, manual = max(state.job_attempt, 1), state.job_manual
+    state = job_ended(state)
     actions: list[ModelAction] = []
     if event.error:
-        failed = Report(
-            issue,
-            "retrain_failed",
-            None,
-            {**event.details, "error": event.error},
-            outcome="escalated",
-            action="none",
-        )
-        return _closed(state, issue), [failed]
+        failure = Failure(issue, attempt, manual, event.error, transient=event.transient)
+        return retrain_failed(state, failure, dict(event.details), now, cfg)
     if event.test_failure is not None:
         first = {**event.test_failure, "repaired": event.repaired or {}}
         actions.append(
@@ -370,7 +392,7 @@ def _retrain_finished(state: ModelState, event: RetrainFinished) -> Result:
         )
         deploy = Deploy(event.candidate, state.serving, issue, f"promote {event.candidate}")
         actions.append(deploy)
-        return replace(state, deploying=event.candidate, deploy_issue=issue), actions
+        return deploying(state, deploy), actions
     actions.append(
         Report(
             issue,
@@ -381,22 +403,13 @@ def _retrain_finished(state: ModelState, event: RetrainFinished) -> Result:
             action="kept_champion",
         )
     )
-    return _closed(state, issue), actions
-
-
-def _closed(state: ModelState, issue: str) -> ModelState:
-    """The incident of ``issue`` ended (its final record was just written)."""
-    if issue == "data_drift":
-        return replace(state, drift_open=False, skipped_reason="")
-    if issue == "performance_drop":
-        return replace(state, perf_open=False)
-    return state
+    return closed(state, issue), actions
 
 
 def _deploy_finished(state: ModelState, event: DeployFinished, now: float) -> Result:
     issue = state.deploy_issue or "manual_action"
-    previous = state.serving
-    state = replace(state, deploying="", deploy_issue="")
+    previous = state.deploy_from or state.serving
+    state = replace(state, deploying="", deploy_issue="", deploy_from="")
     if event.ok:
         done = Report(
             issue,
@@ -409,7 +422,7 @@ def _deploy_finished(state: ModelState, event: DeployFinished, now: float) -> Re
         new = replace(state, serving=event.version, drift_streak=0)
         if issue != "performance_drop":  # a rollback is not a deployment to roll back from
             new = replace(new, deployed_at=now, deployed_from=previous)
-        return _closed(new, issue), [done]
+        return closed(new, issue), [done]
     details = {"version": event.version, **event.details}
     detected = Report(
         "deployment_failure",
@@ -436,7 +449,7 @@ def _deploy_finished(state: ModelState, event: DeployFinished, now: float) -> Re
         outcome="escalated",
         action="none",
     )
-    return _closed(state, issue), [detected, ended, origin]
+    return closed(state, issue), [detected, ended, origin]
 
 
 def _serving_changed(state: ModelState, event: ServingChanged) -> Result:

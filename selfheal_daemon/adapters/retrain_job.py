@@ -4,6 +4,11 @@ The job (``selfheal_daemon.retrain``) gets its own directory under ``<state_dir>
 ``job.json``; its stdout lines are logged as progress (``retrain: fitting on 17,000 rows ...``)
 and kept for the result; after ``retrain.timeout_s`` it is killed (by its pid, which we hold as
 its parent). Whatever happens, exactly one ``RetrainFinished`` is posted per started job.
+
+The answer is ``result.json``, or the job's ``result: {...}`` line on stdout when it could not
+write the file. An error the job marked ``transient`` (the environment: a full disk, an I/O
+error), and a job that died without any answer (killed, crashed), are posted as transient: the
+policy tries such a retrain again. A timeout is not: the same job would run out of time again.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from loguru import logger
 
 from selfheal_daemon.config import Config
 from selfheal_daemon.model_policy import RetrainFinished
-from selfheal_daemon.retrain import JOB_FILE, RESULT_FILE, WINDOW_FILE
+from selfheal_daemon.retrain import JOB_FILE, PARENT_ENV, RESULT_FILE, RESULT_LINE, WINDOW_FILE
 
 KEEP_JOBS = 20  # job directories kept for inspection; older ones are removed
 
@@ -61,7 +66,7 @@ class RetrainRunner:
         (job_dir / JOB_FILE).write_text(json.dumps(job))
         if window is not None and len(window):
             np.save(job_dir / WINDOW_FILE, np.ascontiguousarray(window, dtype="float64"))
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
         proc = subprocess.Popen(
             [sys.executable, "-m", "selfheal_daemon.retrain", str(job_dir)],
             stdout=subprocess.PIPE,
@@ -106,21 +111,24 @@ class RetrainRunner:
         self, job_dir: Path, code: int, seconds: float, lines: list[str], proc_pid: int
     ) -> RetrainFinished:
         details: dict[str, Any] = {"job": job_dir.name, "seconds": seconds, "exit_code": code}
-        result: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            result = json.loads((job_dir / RESULT_FILE).read_text())
+        result = _read_result(job_dir, lines)
+        transient = False
         if proc_pid in self._timed_out:
             self._timed_out.discard(proc_pid)
             error = f"timed out after {self.cfg.retrain.timeout_s:.0f} s and was killed"
         elif "error" in result:
             error = str(result["error"])
+            transient = result.get("transient") is True
+            if result.get("errno"):
+                details["errno"] = str(result["errno"])
         elif code != 0 or not result:
             tail = " | ".join(line for line in lines[-5:] if line)
             error = f"the retrain job exited with code {code} without a result: {tail}"
+            transient = True  # killed or crashed: nothing says the next attempt would
         else:
             error = ""
         if error:
-            return RetrainFinished(promote=False, error=error, details=details)
+            return RetrainFinished(promote=False, error=error, details=details, transient=transient)
         return RetrainFinished(
             promote=bool(result.get("promote")),
             candidate=result.get("candidate"),
@@ -148,3 +156,18 @@ class RetrainRunner:
             proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
+
+
+def _read_result(job_dir: Path, lines: list[str]) -> dict[str, Any]:
+    """The job's answer: ``result.json``, else its last ``result: {...}`` line; {} if none."""
+    with contextlib.suppress(OSError, ValueError):
+        found = json.loads((job_dir / RESULT_FILE).read_text())
+        if isinstance(found, dict):
+            return found
+    for line in reversed(lines):
+        if line.startswith(RESULT_LINE):
+            with contextlib.suppress(ValueError):
+                found = json.loads(line.removeprefix(RESULT_LINE))
+                if isinstance(found, dict):
+                    return found
+    return {}

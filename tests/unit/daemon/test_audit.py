@@ -50,7 +50,7 @@ def strict_loads(line: str | bytes) -> dict[str, Any]:
 
 
 def seqs(directory: Path, stats: ReadStats | None = None) -> list[int]:
-    return [int(r["seq"]) for r in read_records(directory, stats)]
+    return [int(r["seq"]) for r in read_records(directory, stats) if "seq" in r]
 
 
 @pytest.fixture
@@ -392,10 +392,23 @@ def test_a_refused_write_is_kept_in_memory_and_written_once_the_disk_takes_it(
     raw = (audit_dir / AUDIT_FILE).read_bytes()
     assert raw.endswith(b"\n")
     records = [strict_loads(line) for line in raw.splitlines()]
-    assert [r["seq"] for r in records] == list(range(result["written"]))
+    *held, said = records
+    assert [r["seq"] for r in held] == list(range(result["written"]))
     stats = ReadStats()
     assert seqs(audit_dir, stats) == list(range(result["written"]))
     assert stats.unreadable == 0
+    # once written again, the trail says that writes failed and were retried
+    assert (said["issue"], said["detection"], said["action"]) == (
+        "lifecycle",
+        "audit_write_failed",
+        "retried",
+    )
+    assert said["incident_id"] is None
+    assert "File too large" in said["details"]["error"]
+    assert said["details"]["refused_writes"] == result["errors"]
+    assert said["details"]["records_held"] == 1
+    assert said["details"]["since"] == held[-1]["ts"]  # the first record refused
+    assert said["details"]["records_dropped"] == 0
 
 
 # --- IncidentBook -------------------------------------------------------------------------------
@@ -430,6 +443,36 @@ def test_one_incident_keeps_its_id_from_detection_to_resolution(
     assert book.open_incidents() == []
     again = book.record("service_crash", 1, detection="worker_exit", action="observe")
     assert again["incident_id"] != detected["incident_id"]
+
+
+def test_resume_continues_a_previous_daemons_incident_under_its_id(
+    book: IncidentBook, clock: FakeClock
+) -> None:
+    """The next records carry the old id; its resolution time counts from its first record."""
+    since = format_ts(clock.utcnow() - timedelta(seconds=30))
+    book.resume("data_drift", None, "20261127T100000-abcdef", since, drill=True)
+    clock.advance(5.0)
+    done = book.record("data_drift", None, detection="x", action="deployed", outcome="resolved")
+    assert done["incident_id"] == "20261127T100000-abcdef"
+    assert done["time_to_resolution_s"] == 35.0
+    assert done["drill"] is True
+    book.resume("service_crash", 0, "old", "not a time")
+    assert book.record("service_crash", 0, detection="x", action="y")["incident_id"] == "old"
+
+
+def test_close_ends_an_escalated_incident_for_good(book: IncidentBook) -> None:
+    """After close, the next record of that key opens a new incident."""
+    first = book.record("data_drift", None, detection="x", action="none", outcome="escalated")
+    assert (
+        book.record("data_drift", None, detection="y", action="z")["incident_id"]
+        == (first["incident_id"])
+    )  # escalated alone keeps it open (a crash loop resolves later)
+    book.close("data_drift", None)
+    book.close("data_drift", None)  # twice is harmless
+    assert (
+        book.record("data_drift", None, detection="y", action="z")["incident_id"]
+        != (first["incident_id"])
+    )
 
 
 def test_a_failed_outcome_closes_the_incident_without_a_resolution_time(

@@ -10,12 +10,14 @@ from typing import Any
 from selfheal_daemon.adapters.probe import HealthProbe
 from selfheal_daemon.audit import AuditLog
 from selfheal_daemon.config import parse_config
-from selfheal_daemon.daemon import Daemon
+from selfheal_daemon.daemon import TICK_S, Daemon
 from selfheal_daemon.events import (
     ConfirmModel,
     ModelChanged,
+    ProbeResult,
     RollbackModel,
     StartRequested,
+    Tick,
     WorkerExited,
     WorkerReady,
     WorkerSpawned,
@@ -129,3 +131,18 @@ def test_recorder_remembers_the_last_checks_from_the_trail_and_new_records(tmp_p
     assert second.latest["data_quality"]["rows"] == 3
     assert [p["score"] for p in second.drift_series] == [0.1, 0.4]
     second.audit.close()
+
+
+def test_ticks_come_on_time_however_busy_the_queue(tmp_path: Path) -> None:
+    """Timers (backoff, stability) are checked every TICK_S even while events keep arriving."""
+    daemon, events, _ = build(tmp_path)
+    clock = daemon.clock
+    assert isinstance(clock, FakeClock)
+    assert isinstance(daemon.next_item(), Tick)  # the first one at once
+    for _ in range(3):
+        events.put(ProbeResult(0, 1, ok=True, detail="", latency_s=0.001))
+    assert isinstance(daemon.next_item(), ProbeResult)
+    clock.advance(TICK_S)
+    assert isinstance(daemon.next_item(), Tick)  # due: before the events still queued
+    assert isinstance(daemon.next_item(), ProbeResult)
+    assert isinstance(daemon.next_item(), ProbeResult)

@@ -3,6 +3,7 @@ performance drops and the flap guard. Pure: events in, actions out, time handed 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,8 +21,10 @@ from selfheal_daemon.model_policy import (
     ModelEvent,
     ModelPolicyConfig,
     ModelState,
+    ModelTick,
     Note,
     PerformanceChecked,
+    Resumed,
     RetrainFinished,
     RetrainRequested,
     ServingChanged,
@@ -357,3 +360,215 @@ def test_a_rollback_that_does_not_complete_is_escalated() -> None:
     m.feed(DeployRequested("v9", "drill", "x"))
     actions = m.feed(DeployFinished("v9", ok=False, rolled_back=False, details={}), 1)
     assert reports(actions)[-1].outcome == "escalated"
+
+
+# ----- failures of the environment: retried; a daemon restart: continued ------------------------
+
+FULL = RetrainFinished(
+    promote=False, error="OSError: [Errno 28] No space left on device", transient=True
+)
+
+
+def test_a_full_disk_keeps_the_incident_open_and_retries_after_retry_s() -> None:
+    """A transient failure is recorded with action retry; the first tick after retry_s retries."""
+    m = Model()
+    drift_retrain(m)
+    failed = only(m.feed(FULL, 30), Report)
+    assert (failed.issue, failed.detection, failed.action, failed.outcome) == (
+        "data_drift",
+        "retrain_failed",
+        "retry",
+        "",
+    )
+    assert failed.details["attempt"] == 1
+    assert failed.details["max_attempts"] == 3
+    assert failed.details["retry_in_s"] == 60.0
+    assert failed.details["transient"] is True
+    assert m.state.drift_open
+    assert m.state.busy
+    assert m.feed(ModelTick(), 59) == []
+    retried = m.feed(ModelTick(), 1)
+    start = only(retried, StartRetrain)
+    assert start.issue == "data_drift"
+    assert "retry 2 of 3" in start.reason
+    report = only(retried, Report)
+    assert (report.detection, report.action, report.details["attempt"]) == (
+        "retrain_retry",
+        "retrain",
+        2,
+    )
+    assert m.state.job_issue == "data_drift"
+    assert m.state.job_attempt == 2
+    # the retry is the same retrain: the cooldown (600 s) and the budget do not hold it back
+    assert len(m.state.retrain_times) == 1
+    done = reports(m.feed(promoted("v2"), 30) + m.feed(DeployFinished("v2", ok=True), 1))
+    assert [(r.issue, r.outcome) for r in done][-1] == ("data_drift", "resolved")
+    assert not m.state.busy
+
+
+def test_the_last_attempt_escalates_and_closes_the_incident() -> None:
+    """After retrain.max_attempts transient failures, the incident is escalated, not retried."""
+    m = Model()
+    drift_retrain(m)
+    for _attempt in (1, 2):
+        assert only(m.feed(FULL, 10), Report).action == "retry"
+        assert any(isinstance(a, StartRetrain) for a in m.feed(ModelTick(), 60))
+    last = only(m.feed(FULL, 10), Report)
+    assert (last.detection, last.outcome, last.action) == ("retrain_failed", "escalated", "none")
+    assert last.details["attempt"] == 3
+    assert "no attempt left" in last.details["reason"]
+    assert not m.state.busy
+    assert not m.state.drift_open
+    assert m.feed(ModelTick(), 600) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    ["timed out after 900 s and was killed", "ran out of memory (limit 4096 MiB)", "DataError: x"],
+)
+def test_a_failure_that_would_repeat_is_not_retried(error: str) -> None:
+    """A timeout, the memory limit or bad data would fail the same way: escalated at once."""
+    m = Model()
+    drift_retrain(m)
+    failed = only(m.feed(RetrainFinished(promote=False, error=error), 30), Report)
+    assert (failed.outcome, failed.action) == ("escalated", "none")
+    assert failed.details["transient"] is False
+    assert not m.state.busy
+
+
+def test_a_retry_waits_while_healing_is_paused() -> None:
+    """A due retry does not start while paused; the first tick after resuming starts it."""
+    m = Model()
+    drift_retrain(m)
+    m.feed(FULL, 10)
+    m.feed(HealingPaused(paused=True))
+    assert m.feed(ModelTick(), 120) == []
+    m.feed(HealingPaused(paused=False))
+    assert any(isinstance(a, StartRetrain) for a in m.feed(ModelTick(), 1))
+
+
+def test_drift_while_a_retry_waits_starts_no_second_retrain() -> None:
+    """The waiting retry is the incident's retrain: a drift check only notes that it persists."""
+    m = Model(cfg=ModelPolicyConfig(CFG.drift, RetrainConfig(cooldown_s=0.0), CFG.performance))
+    drift_retrain(m)
+    m.feed(FULL, 10)
+    actions = m.feed(DRIFT, 5) + m.feed(DRIFT, 5)
+    assert not any(isinstance(a, StartRetrain) for a in actions)
+    notes = [a.detection for a in actions if isinstance(a, Note)]
+    assert notes == ["drift_pending", "drift_persists"]
+
+
+def test_a_manual_retrain_that_failed_is_retried_as_manual() -> None:
+    """The retry of a retrain a person asked for is still marked manual."""
+    m = Model()
+    m.feed(RetrainRequested(reason="operator"))
+    failed = only(m.feed(FULL, 10), Report)
+    assert (failed.issue, failed.manual) == ("manual_action", True)
+    retried = m.feed(ModelTick(), 60)
+    assert only(retried, StartRetrain).manual
+    assert only(retried, Report).manual
+
+
+def in_flight(**fields: Any) -> ModelState:
+    """A state as restored from model_state.json after a restart."""
+    return ModelState(serving="v1", last_good="v1").restore(
+        ModelState(serving="v1", **fields).durable()
+    )
+
+
+PREVIOUS = {"previous_pid": 4242, "previous_daemon": "killed or crashed"}
+
+
+def test_a_retrain_that_died_with_the_daemon_is_started_again_under_its_incident() -> None:
+    """The job died with the daemon: one attempt lost, the next started at once."""
+    m = Model(in_flight(job_issue="data_drift", job_attempt=1, job_started_at=None))
+    actions = m.feed(Resumed(frozenset({"data_drift"}), PREVIOUS))
+    said, retry = reports(actions)
+    assert (said.issue, said.detection, said.action, said.outcome) == (
+        "data_drift",
+        "daemon_restarted",
+        "retry",
+        "",
+    )
+    assert said.details["previous_pid"] == 4242
+    assert "was running" in said.details["found"]
+    assert retry.detection == "retrain_retry"
+    assert only(actions, StartRetrain).issue == "data_drift"
+    assert (m.state.job_issue, m.state.job_attempt, m.state.drift_open) == ("data_drift", 2, True)
+
+
+def test_a_retrain_killed_on_its_last_attempt_is_escalated() -> None:
+    """A daemon killed during every attempt does not retrain forever."""
+    m = Model(in_flight(job_issue="manual_action", job_attempt=3, job_manual=True))
+    said = only(m.feed(Resumed(frozenset({"manual_action"}), PREVIOUS)), Report)
+    assert (said.detection, said.outcome, said.manual) == ("daemon_restarted", "escalated", True)
+    assert not m.state.busy
+
+
+def test_what_was_in_flight_without_an_open_incident_is_forgotten() -> None:
+    """No open incident in the trail to continue: nothing is started, nothing recorded."""
+    m = Model(in_flight(job_issue="data_drift", job_attempt=1))
+    assert m.feed(Resumed(frozenset(), PREVIOUS)) == []
+    m = Model(in_flight(deploying="v3", deploy_issue="drill", deploy_from="v1"))
+    assert m.feed(Resumed(frozenset(), PREVIOUS)) == []
+    assert not m.state.busy
+
+
+def test_an_interrupted_deployment_is_run_again_with_its_rollback_target() -> None:
+    """Even if ``current`` already moved, the deployment rolls back to what it replaced."""
+    state = in_flight(deploying="v2", deploy_issue="manual_action", deploy_from="v1")
+    m = Model(replace(state, serving="v2"))
+    actions = m.feed(Resumed(frozenset({"manual_action"}), PREVIOUS))
+    deploy = only(actions, Deploy)
+    assert (deploy.version, deploy.rollback_to, deploy.issue) == ("v2", "v1", "manual_action")
+    said = only(actions, Report)
+    assert (said.detection, said.action, said.manual) == ("daemon_restarted", "deploy", True)
+    done = only(m.feed(DeployFinished("v2", ok=True), 1), Report)
+    assert (done.outcome, done.details["from"]) == ("resolved", "v1")
+    assert m.state.deployed_from == "v1"
+
+
+def test_a_waiting_retry_survives_a_restart() -> None:
+    """A retry that was waiting is still due at its time after a restart."""
+    m = Model(in_flight(retry_issue="data_drift", retry_at=T0 + 30, job_attempt=1))
+    said = only(m.feed(Resumed(frozenset({"data_drift"}), PREVIOUS)), Report)
+    assert (said.detection, said.action) == ("daemon_restarted", "retry")
+    assert m.state.drift_open
+    assert m.feed(ModelTick(), 10) == []
+    assert only(m.feed(ModelTick(), 20), StartRetrain).issue == "data_drift"
+
+
+def test_in_flight_fields_survive_a_restart() -> None:
+    """model_state.json carries what was in flight."""
+    fields = {
+        "job_issue": "data_drift",
+        "job_attempt": 2,
+        "job_manual": True,
+        "retry_issue": "performance_drop",
+        "retry_at": 123.0,
+        "deploying": "v4",
+        "deploy_issue": "manual_action",
+        "deploy_from": "v3",
+    }
+    restored = in_flight(**fields)
+    assert {k: getattr(restored, k) for k in fields} == fields
+    garbage = ModelState(serving="v1").restore({"job_attempt": True, "deploying": 7})
+    assert (garbage.job_attempt, garbage.deploying) == (0, "")
+
+
+def test_a_manual_retrain_runs_instead_of_an_awaited_retry() -> None:
+    """The retry's incident ends (skipped, with the reason) and the person's retrain starts."""
+    m = Model()
+    drift_retrain(m)
+    m.feed(FULL, 10)
+    actions = m.feed(RetrainRequested(reason="operator"), 5)
+    dropped, asked = reports(actions)
+    assert (dropped.issue, dropped.detection, dropped.outcome) == (
+        "data_drift",
+        "retry_superseded",
+        "skipped",
+    )
+    assert (asked.issue, asked.detection) == ("manual_action", "operator_request")
+    assert only(actions, StartRetrain).issue == "manual_action"
+    assert (m.state.retry_issue, m.state.drift_open, m.state.job_attempt) == ("", False, 1)
+    assert m.feed(ModelTick(), 600) == []

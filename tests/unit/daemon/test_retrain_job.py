@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import queue
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +15,13 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from selfheal_daemon.adapters.retrain_job import RetrainRunner
+from selfheal_daemon.adapters.retrain_job import RetrainRunner, _read_result
 from selfheal_daemon.config import Config, parse_config
+from selfheal_daemon.errors import DataError, RegistryError
 from selfheal_daemon.features import FEATURES
 from selfheal_daemon.model_policy import RetrainFinished
 from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.retrain import JOB_FILE, PARENT_ENV, RESULT_FILE, error_result
 from tests.helpers import wait_until
 
 
@@ -97,3 +104,67 @@ def test_a_job_over_its_memory_limit_fails_with_the_reason(
     finished: RetrainFinished = posted.get(timeout=90)
     assert not finished.promote
     assert finished.error == "ran out of memory (limit 256 MiB)"
+
+
+def chained(outer: Exception, inner: BaseException) -> Exception:
+    """``outer`` raised while handling ``inner`` (its ``__cause__``)."""
+    outer.__cause__ = inner
+    return outer
+
+
+def test_an_error_of_the_environment_is_marked_transient_with_its_errno() -> None:
+    """ENOSPC, EFBIG or EIO anywhere in the exception's chain: worth another attempt."""
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert error_result(full) == {
+        "error": "OSError: [Errno 28] No space left on device",
+        "transient": True,
+        "errno": "ENOSPC",
+    }
+    wrapped = chained(RegistryError("cannot publish v3"), OSError(errno.EFBIG, "File too large"))
+    assert error_result(wrapped)["errno"] == "EFBIG"
+    for lasting in (FileNotFoundError(errno.ENOENT, "gone"), DataError("no rows"), ValueError()):
+        assert "transient" not in error_result(lasting)
+
+
+def test_an_answer_the_disk_refused_is_read_from_stdout(tmp_path: Path) -> None:
+    """Without result.json, the job's last ``result:`` line is its answer."""
+    lines = ["progress: x", 'result: {"error": "OSError: full", "transient": true}', "bye"]
+    assert _read_result(tmp_path, lines) == {"error": "OSError: full", "transient": True}
+    assert _read_result(tmp_path, ["result: not json"]) == {}
+    (tmp_path / RESULT_FILE).write_text('{"promote": false}')
+    assert _read_result(tmp_path, lines) == {"promote": False}
+
+
+def test_what_the_job_says_is_transient_and_a_job_that_died_is_transient(tmp_path: Path) -> None:
+    """A transient answer, or none at all (killed, crashed), may pass next time; a timeout not."""
+    runner, _posted = runner_for(config(tmp_path))
+    job = tmp_path / "job"
+    job.mkdir()
+    died = runner._finished(job, -9, 1.0, ["progress: fitting"], 123)
+    assert (died.transient, died.details["exit_code"]) == (True, -9)
+    assert "without a result" in died.error
+    (job / RESULT_FILE).write_text(
+        json.dumps({"error": "OSError: x", "transient": True, "errno": "EIO"})
+    )
+    said = runner._finished(job, 1, 1.0, [], 124)
+    assert (said.transient, said.details["errno"]) == (True, "EIO")
+    runner._timed_out.add(125)
+    late = runner._finished(job, -9, 1.0, [], 125)
+    assert not late.transient
+    assert "timed out" in late.error
+
+
+def test_a_job_whose_daemon_is_gone_does_not_train(tmp_path: Path) -> None:
+    """Its daemon died before the job could ask to die with it: it exits at once."""
+    (tmp_path / JOB_FILE).write_text("{}")
+    done = subprocess.run(
+        [sys.executable, "-m", "selfheal_daemon.retrain", str(tmp_path)],
+        env={**os.environ, PARENT_ENV: "1"},  # not our parent: as if adopted after the daemon died
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "not training for nobody" in done.stdout
+    assert not (tmp_path / RESULT_FILE).exists()
