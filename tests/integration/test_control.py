@@ -120,6 +120,7 @@ def test_crash_drill_restart_and_rollback_through_the_cli(daemon: Any) -> None:
     assert drill.returncode == 0, drill.stdout + drill.stderr
     assert "detected in" in drill.stdout
     assert "resolved in" in drill.stdout
+
     def serving() -> set[int]:
         return {w["pid"] for w in json.loads(cli(daemon, "status", "--json").stdout)["workers"]}
 
