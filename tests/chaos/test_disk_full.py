@@ -156,9 +156,21 @@ def start(start_daemon: Any) -> RunningDaemon:
     return daemon
 
 
-def kill_a_worker(daemon: RunningDaemon) -> int:
+def kill_a_worker(daemon: RunningDaemon, scenario: Scenario) -> int:
+    """Kill -9 a worker and time its successor (supervision needs no disk)."""
     victim = int(daemon.workers()[0]["pid"])
     os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    scenario.faults += 1
+    wait_until(
+        lambda: (
+            victim not in {int(w["pid"]) for w in daemon.workers()}
+            and len(daemon.workers()) == WORKERS
+        ),
+        30,
+        what="the killed worker's successor",
+    )
+    scenario.recovered(time.monotonic() - killed)
     return victim
 
 
@@ -179,8 +191,7 @@ def test_a_full_disk_while_saving_a_model_and_writing_the_audit(
         scenario.notes["records_until_refused"] = until_the_audit_is_refused(daemon)
         model_filler = fill(daemon.state_dir / "registry")
         scenario.faults += 2
-        victim = kill_a_worker(daemon)  # an event to record while the audit disk is full
-        scenario.faults += 1
+        victim = kill_a_worker(daemon, scenario)  # an event to record while the audit is full
         asked = control(daemon, "/actions/retrain")
         assert asked["accepted"]
         failed = wait_until(
@@ -207,7 +218,9 @@ def test_a_full_disk_while_saving_a_model_and_writing_the_audit(
         # room again on the audit disk: every held record is written, and why they were held
         scenario.notes["records_held"] = held(daemon)
         audit_filler.unlink()
+        audit_freed = time.monotonic()
         wait_until(lambda: "audit_write_failed" in trail.read_text(), 30, what="the held records")
+        scenario.recovered(time.monotonic() - audit_freed)
         assert held(daemon) == 0
         found = wait_invariants(daemon, workers=WORKERS, timeout=60)
         scenario.check(found, "after the disks had room again")
