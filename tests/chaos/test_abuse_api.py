@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -116,11 +115,7 @@ def abused(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Abused]:
         token = (run / "control.token").read_text().strip()
         yield Abused(daemon, config, control_port, token)
     finally:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.stop(signal.SIGKILL if proc.poll() is None else signal.SIGTERM, timeout=10)
-        for pid in daemon.survivors():
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).kill()
+        daemon.reap()
 
 
 # ----- what every response must look like -------------------------------------------------------

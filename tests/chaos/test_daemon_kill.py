@@ -46,25 +46,15 @@ SECTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def control(daemon: RunningDaemon, method: str, path: str) -> Any:
-    run = daemon.state_dir / "run"
-    token = (run / "control.token").read_text().strip()
-    transport = httpx.HTTPTransport(uds=str(run / "control.sock"))
-    with httpx.Client(transport=transport, base_url="http://selfheal", timeout=30) as client:
-        response = client.request(method, path, headers={"Authorization": f"Bearer {token}"})
-        response.raise_for_status()
-        return response.json()
-
-
 def answers(daemon: RunningDaemon) -> bool:
     with contextlib.suppress(httpx.HTTPError, OSError):
-        return bool(control(daemon, "GET", "/status"))
+        return bool(daemon.control("GET", "/status"))
     return False
 
 
 def flight(daemon: RunningDaemon) -> str:
     """What the daemon runs (a continued one, after a restart): retraining, deploying or ""."""
-    model = control(daemon, "GET", "/status")["model_healing"]
+    model = daemon.control("GET", "/status")["model_healing"]
     if model.get("retraining"):
         return "retraining"
     return "deploying" if model.get("deploying") else ""
@@ -78,20 +68,10 @@ def records(daemon: RunningDaemon) -> list[dict[str, Any]]:
     return list(read_records(daemon.state_dir / "audit"))
 
 
-def worker_versions(daemon: RunningDaemon) -> list[str]:
-    """What each live worker answers on its own socket: the version it serves right now."""
-    found = []
-    for record in daemon.workers():
-        transport = httpx.HTTPTransport(uds=record["uds"])
-        with httpx.Client(transport=transport, base_url="http://w", timeout=5) as client:
-            found.append(client.get("/ready").json()["model_version"])
-    return found
-
-
 def version_violations(daemon: RunningDaemon) -> list[str]:
     current = ModelRegistry(daemon.state_dir / "registry").alias("current")
     try:
-        versions = worker_versions(daemon)
+        versions = daemon.worker_versions()
     except (httpx.HTTPError, OSError, KeyError) as exc:
         return [f"workers: cannot ask every worker its version: {exc}"]
     if set(versions) != {current}:
@@ -134,7 +114,7 @@ def measure(daemon: RunningDaemon) -> tuple[float, float]:
     """One whole retrain and deployment: (seconds to the gate's verdict, seconds to deploy)."""
     before = len(records(daemon))
     asked = time.monotonic()
-    control(daemon, "POST", "/actions/retrain")
+    daemon.control("POST", "/actions/retrain")
     wait_record(daemon, before, 120, issue="manual_action", outcome="resolved")
     took = time.monotonic() - asked
     mine = records(daemon)[before:]
@@ -207,7 +187,7 @@ def wait_for_the_moment(
     nothing is in flight), or, for ``promotion``, into the deployment that follows the gate."""
     running = flight(daemon)
     if not running:
-        control(daemon, "POST", "/actions/retrain")  # a fresh chain
+        daemon.control("POST", "/actions/retrain")  # a fresh chain
         scenario.notes["chains"] += 1
     began = time.monotonic()
     if kind == "promotion" and running != "deploying":  # a continued deployment is one already

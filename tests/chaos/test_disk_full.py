@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
@@ -98,29 +97,19 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-def control(daemon: RunningDaemon, path: str, method: str = "POST") -> Any:
-    run = daemon.state_dir / "run"
-    token = (run / "control.token").read_text().strip()
-    transport = httpx.HTTPTransport(uds=str(run / "control.sock"))
-    with httpx.Client(transport=transport, base_url="http://selfheal", timeout=30) as client:
-        response = client.request(method, path, headers={"Authorization": f"Bearer {token}"})
-        response.raise_for_status()
-        return response.json()
-
-
 def held(daemon: RunningDaemon) -> int:
     """Audit records the daemon holds in memory because the disk refused them."""
-    return int(control(daemon, "/status", "GET")["audit"]["pending_writes"])
+    return int(daemon.control("GET", "/status")["audit"]["pending_writes"])
 
 
 def until_the_audit_is_refused(daemon: RunningDaemon) -> int:
     """Audit records (a pause and a resume each) until the daemon holds one: the trail's last
     page had room for a few more lines even when the disk was full. Returns how many it took."""
     for attempt in range(1, 200):
-        control(daemon, "/actions/pause" if attempt % 2 else "/actions/resume")
+        daemon.control("POST", "/actions/pause" if attempt % 2 else "/actions/resume")
         if held(daemon):
             if attempt % 2:
-                control(daemon, "/actions/resume")
+                daemon.control("POST", "/actions/resume")
             return attempt
     raise AssertionError("the full audit disk took 200 more records")
 
@@ -133,15 +122,6 @@ def job_errors(state_dir: Path) -> list[dict[str, Any]]:
             answer = json.loads(result.read_text())
             if "error" in answer:
                 found.append(answer)
-    return found
-
-
-def worker_versions(daemon: RunningDaemon) -> list[str]:
-    found = []
-    for record in daemon.workers():
-        transport = httpx.HTTPTransport(uds=record["uds"])
-        with httpx.Client(transport=transport, base_url="http://w", timeout=5) as client:
-            found.append(client.get("/ready").json()["model_version"])
     return found
 
 
@@ -192,7 +172,7 @@ def test_a_full_disk_while_saving_a_model_and_writing_the_audit(
         model_filler = fill(daemon.state_dir / "registry")
         scenario.faults += 2
         victim = kill_a_worker(daemon, scenario)  # an event to record while the audit is full
-        asked = control(daemon, "/actions/retrain")
+        asked = daemon.control("POST", "/actions/retrain")
         assert asked["accepted"]
         failed = wait_until(
             lambda: job_errors(daemon.state_dir), 120, interval=0.1, what="the retrain to fail"
@@ -204,7 +184,7 @@ def test_a_full_disk_while_saving_a_model_and_writing_the_audit(
         assert registry.versions() == ["v1"]
         assert registry.alias("current") == "v1"
         assert not staging(daemon.state_dir)
-        assert set(worker_versions(daemon)) == {"v1"}
+        assert set(daemon.worker_versions()) == {"v1"}
         wait_until(lambda: "(retrain_failed)" in daemon.output(), 30, what="the failure")
         trail = daemon.state_dir / "audit" / "audit.jsonl"
         assert "retrain_failed" not in trail.read_text()  # refused by the disk: held in memory
@@ -213,7 +193,7 @@ def test_a_full_disk_while_saving_a_model_and_writing_the_audit(
         model_filler.unlink()
         freed = time.monotonic()
         wait_until(lambda: registry.alias("current") == "v2", 120, interval=0.1, what="v2")
-        wait_until(lambda: set(worker_versions(daemon)) == {"v2"}, 60, what="v2 on every worker")
+        wait_until(lambda: set(daemon.worker_versions()) == {"v2"}, 60, what="v2 on every worker")
         scenario.recovered(time.monotonic() - freed)
         # room again on the audit disk: every held record is written, and why they were held
         scenario.notes["records_held"] = held(daemon)
@@ -288,7 +268,7 @@ def fallback_model_half(start_daemon: Any, scenario: Scenario) -> None:
         pytest.skip(f"neither a tmpfs mount nor RLIMIT_FSIZE is permitted here: {exc}")
     scenario.notes["mode"] = "RLIMIT_FSIZE (no mount)"
     with Poller(daemon.url, interval_s=0.02) as poller:
-        control(daemon, "/actions/retrain")
+        daemon.control("POST", "/actions/retrain")
         failed = wait_until(lambda: job_errors(daemon.state_dir), 120, interval=0.1)
         scenario.faults += 1
         assert failed[0]["errno"] == "EFBIG", failed

@@ -58,6 +58,33 @@ class RunningDaemon:
                 with contextlib.suppress(psutil.Error):
                     self.seen[child.pid] = child.create_time()
 
+    def worker_versions(self) -> list[str]:
+        """What every live worker answers on its own socket: the version it serves right now."""
+        versions = []
+        for record in self.workers():
+            transport = httpx.HTTPTransport(uds=record["uds"])
+            with httpx.Client(transport=transport, base_url="http://w", timeout=5) as client:
+                versions.append(client.get("/ready").json()["model_version"])
+        return versions
+
+    def control(self, method: str, path: str) -> Any:
+        """Call the control endpoint over its unix socket with the token; the JSON answer."""
+        run = self.state_dir / "run"
+        token = (run / "control.token").read_text().strip()
+        transport = httpx.HTTPTransport(uds=str(run / "control.sock"))
+        with httpx.Client(transport=transport, base_url="http://selfheal", timeout=30) as client:
+            response = client.request(method, path, headers={"Authorization": f"Bearer {token}"})
+            response.raise_for_status()
+            return response.json()
+
+    def reap(self) -> None:
+        """Kill the daemon if it still runs, then every descendant it left (by pid)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.stop(signal.SIGKILL if self.proc.poll() is None else signal.SIGTERM, timeout=10)
+        for pid in self.survivors():
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
     def predict(
         self, payload: dict[str, Any] | None = None, timeout: float = 5.0
     ) -> httpx.Response:
@@ -140,13 +167,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
     yield start
 
     for daemon in started:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            daemon.stop(
-                signal.SIGKILL if daemon.proc.poll() is None else signal.SIGTERM, timeout=10
-            )
-        for pid in daemon.survivors():
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).kill()
+        daemon.reap()
 
 
 @dataclass

@@ -55,16 +55,6 @@ def find(daemon: Any, **match: Any) -> list[dict[str, Any]]:
     return [r for r in records(daemon) if all(r.get(k) == v for k, v in match.items())]
 
 
-def worker_versions(daemon: Any) -> list[str]:
-    """What every live worker answers on its own socket: the version it serves right now."""
-    versions = []
-    for record in daemon.workers():
-        transport = httpx.HTTPTransport(uds=record["uds"])
-        with httpx.Client(transport=transport, base_url="http://w", timeout=5) as client:
-            versions.append(client.get("/ready").json()["model_version"])
-    return versions
-
-
 @pytest.fixture
 def base() -> pd.DataFrame:
     return load_dataset(None).dropna()
@@ -121,7 +111,7 @@ def test_drift_is_retrained_swapped_in_place_then_a_performance_drop_rolls_back(
     new = resolved[0]["details"]["version"]
     assert new == "v2"
     assert registry.alias("current") == "v2"
-    assert worker_versions(daemon) == ["v2", "v2"]
+    assert daemon.worker_versions() == ["v2", "v2"]
     assert {w["version"] for w in daemon.workers()} == {"v2"}
     meta = registry.info("v2").meta
     assert meta["parent"] == "v1"
@@ -157,7 +147,7 @@ def test_drift_is_retrained_swapped_in_place_then_a_performance_drop_rolls_back(
     assert first["details"]["r2"] < 0.3
     assert rolled[0]["details"]["version"] == "v1"
     assert registry.alias("current") == "v1"
-    assert worker_versions(daemon) == ["v1", "v1"]
+    assert daemon.worker_versions() == ["v1", "v1"]
     assert not find(daemon, issue="performance_drop", action="retrain")  # never both
 
 
@@ -187,7 +177,7 @@ def test_poisoned_labels_are_refused_by_the_gate(healing: Any, base: pd.DataFram
     registry = ModelRegistry(daemon.state_dir / "registry")
     assert registry.alias("current") == "v1"
     assert registry.versions() == ["v1"]  # a rejected candidate is never registered
-    assert worker_versions(daemon) == ["v1", "v1"]
+    assert daemon.worker_versions() == ["v1", "v1"]
 
 
 def test_dirty_incoming_data_gets_the_exact_fixes_and_a_quarantine(
