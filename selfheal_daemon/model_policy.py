@@ -406,6 +406,10 @@ def _retrain_finished(
     return closed(state, issue), actions
 
 
+# Deployments that go back to a version known to be good: not a deployment to roll back from.
+ROLLBACK_ISSUES = frozenset({"performance_drop", "deployment_failure"})
+
+
 def _deploy_finished(state: ModelState, event: DeployFinished, now: float) -> Result:
     issue = state.deploy_issue or "manual_action"
     previous = state.deploy_from or state.serving
@@ -417,10 +421,10 @@ def _deploy_finished(state: ModelState, event: DeployFinished, now: float) -> Re
             None,
             {"version": event.version, "from": previous, **event.details},
             outcome="resolved",
-            action="rollback" if issue == "performance_drop" else "deployed",
+            action="rollback" if issue in ROLLBACK_ISSUES else "deployed",
         )
         new = replace(state, serving=event.version, drift_streak=0)
-        if issue != "performance_drop":  # a rollback is not a deployment to roll back from
+        if issue not in ROLLBACK_ISSUES:
             new = replace(new, deployed_at=now, deployed_from=previous)
         return closed(new, issue), [done]
     details = {"version": event.version, **event.details}

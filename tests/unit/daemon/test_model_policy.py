@@ -355,6 +355,18 @@ def test_a_drill_deployment_records_only_the_deployment_failure() -> None:
     assert not m.state.busy
 
 
+def test_replacing_a_damaged_version_is_a_rollback_not_a_deployment_to_roll_back_from() -> None:
+    """The registry re-check deploys a valid version in place of a damaged one: a later
+    performance drop must not roll back to the damaged version."""
+    m = Model()
+    deployed(m)
+    m.feed(DeployRequested("v1", "deployment_failure", "v2 fails its checksum"), 10)
+    done = only(m.feed(DeployFinished("v1", ok=True), 1), Report)
+    assert (done.issue, done.outcome, done.action) == ("deployment_failure", "resolved", "rollback")
+    assert m.state.serving == "v1"
+    assert m.state.deployed_from != "v2"
+
+
 def test_a_rollback_that_does_not_complete_is_escalated() -> None:
     m = Model()
     m.feed(DeployRequested("v9", "drill", "x"))
