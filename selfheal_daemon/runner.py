@@ -53,7 +53,7 @@ def run_daemon(cfg: Config) -> None:
             version=version,
             slots=cfg.service.workers,
             grace_s=cfg.service.stop_grace_s,
-            answers_ready=lambda uds: probe.check(uds, "/ready").ok,
+            ready_version=probe.ready_version,
         )
         listener: socket.socket = leftovers.listener or bind_listener(
             cfg.service.host, cfg.service.port, cfg.service.backlog

@@ -4,7 +4,8 @@ A daemon killed with -9 leaves its workers serving (they are not tied to it) and
 open in them. The next daemon reads ``run/workers.json``, keeps only processes whose pid *and*
 create time match (a recycled pid is never mistaken for ours), and copies the listening socket out
 of one of them with ``pidfd_getfd``: the same socket, so the port never closes and no client is
-refused. Workers on the right port, slot and model that answer ``/ready`` are adopted; the rest are
+refused. Workers on the right port and slot whose ``/ready`` says they serve the model to serve are
+adopted (their own answer, not the record: it may predate an in-place swap); the rest are
 stopped (TERM through their pidfd, then KILL). If the socket cannot be taken (another kernel,
 ptrace restrictions), every leftover is stopped and the daemon binds the port afresh.
 """
@@ -104,9 +105,13 @@ def find_leftovers(
     version: str,
     slots: int,
     grace_s: float,
-    answers_ready: Callable[[Path], bool],
+    ready_version: Callable[[Path], str | None],
 ) -> Leftovers:
-    """Decide, for every live worker of a previous daemon, whether to adopt or stop it."""
+    """Decide, for every live worker of a previous daemon, whether to adopt or stop it.
+
+    ``ready_version(uds)`` is the version a worker says it serves on ``/ready`` (None: not
+    ready). That answer decides, not the record: a daemon killed between a worker's in-place swap
+    and rewriting ``workers.json`` left a record with the old version."""
     live = _live_records(run_dir)
     result = Leftovers()
     if not live:
@@ -123,14 +128,13 @@ def find_leftovers(
         fits = (
             result.listener is not None
             and int(record.get("port", -1)) == port
-            and record.get("version") == version
             and 0 <= slot < slots
             and slot not in taken
-            and answers_ready(Path(record["uds"]))
+            and ready_version(Path(record["uds"])) == version
         )
         if fits:
             taken.add(slot)
-            result.adopt.append((record, pidfd))
+            result.adopt.append(({**record, "version": version}, pidfd))
         else:
             to_stop.append((record, pidfd))
     if to_stop:

@@ -66,6 +66,17 @@ class HealthProbe:
             return ProbeOutcome(False, f"HTTP {response.status_code} from {path}", latency)
         return ProbeOutcome(True, "", latency)
 
+    def ready_version(self, uds: Path) -> str | None:
+        """The version the worker at ``uds`` says it serves on ``/ready``; None if not ready."""
+        if not uds.exists():
+            return None
+        try:
+            response = self._client(uds).get("/ready")
+            version = response.json().get("model_version") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return version if isinstance(version, str) else None
+
     def forget(self, uds: Path) -> None:
         """Drop the client of a worker that is gone (each worker has its own socket path)."""
         with self._lock:

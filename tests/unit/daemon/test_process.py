@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -117,7 +118,7 @@ def test_leftovers_whose_socket_cannot_be_taken_are_stopped(
     }
     (tmp_path / "workers.json").write_text(json.dumps([record]))
     found = find_leftovers(
-        tmp_path, port=18999, version="v1", slots=2, grace_s=5, answers_ready=lambda _uds: True
+        tmp_path, port=18999, version="v1", slots=2, grace_s=5, ready_version=lambda _uds: "v1"
     )
     assert found.listener is None
     assert found.adopt == []
@@ -142,7 +143,60 @@ def test_recycled_pid_in_workers_json_is_neither_adopted_nor_stopped(
     }
     (tmp_path / "workers.json").write_text(json.dumps([record]))
     found = find_leftovers(
-        tmp_path, port=18999, version="v1", slots=2, grace_s=1, answers_ready=lambda _uds: True
+        tmp_path, port=18999, version="v1", slots=2, grace_s=1, ready_version=lambda _uds: "v1"
     )
     assert (found.listener, found.adopt, found.stopped) == (None, [], [])
     assert sleeper.poll() is None
+
+
+HOLDER = """
+import socket, sys, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.bind(("127.0.0.1", 0))
+sock.listen(8)
+print(sock.fileno(), sock.getsockname()[1], flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(("answers", "adopted"), [("v2", True), ("v1", False), (None, False)])
+def test_a_leftover_is_adopted_on_what_it_serves_not_on_its_record(
+    tmp_path: Path, answers: str | None, adopted: bool
+) -> None:
+    """A previous daemon killed between a worker's in-place swap to v2 and rewriting workers.json
+    left a record saying v1: the worker's own /ready answer decides (here a real process holding
+    a real listening socket, taken with pidfd_getfd)."""
+    from selfheal_daemon.adapters.adoption import find_leftovers
+
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            fd, port = (int(x) for x in holder.stdout.readline().split())
+            record = {
+                "worker": 0,
+                "pid": holder.pid,
+                "create_time": psutil.Process(holder.pid).create_time(),
+                "version": "v1",
+                "uds": str(tmp_path / "w.sock"),
+                "listen_fd": fd,
+                "port": port,
+            }
+            (tmp_path / "workers.json").write_text(json.dumps([record]))
+            found = find_leftovers(
+                tmp_path,
+                port=port,
+                version="v2",
+                slots=1,
+                grace_s=1,
+                ready_version=lambda _: answers,
+            )
+            assert found.listener is not None  # the same socket: the port never closed
+            found.listener.close()
+            assert [r["version"] for r, _ in found.adopt] == (["v2"] if adopted else [])
+            assert found.stopped == ([] if adopted else [holder.pid])
+            for _, pidfd in found.adopt:
+                os.close(pidfd)
+        finally:
+            holder.kill()
