@@ -178,17 +178,9 @@ class TrailWriter:
         self.written += 1
 
     def note(self, issue: str, detection: str, details: dict[str, Any]) -> None:
-        self.write(
-            {
-                "incident_id": None,
-                "issue": issue,
-                "detection": detection,
-                "action": "none",
-                "details": details,
-                "outcome": None,
-                "manual": False,
-            }
-        )
+        from selfheal_daemon.audit import bookkeeping_record
+
+        self.write(bookkeeping_record(issue, detection, details))
 
     def drift_details(self, drifted: bool) -> dict[str, Any]:
         rng = self.rng

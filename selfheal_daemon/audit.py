@@ -210,24 +210,33 @@ class WriteOutage:
     dropped: int = 0  # held records dropped past ``PENDING_LIMIT`` (the oldest first)
 
 
-def outage_record(outage: WriteOutage, now: float) -> dict[str, Any]:
-    """The record that says audit writes failed and were retried (``now``: monotonic)."""
+def bookkeeping_record(
+    issue: str, detection: str, details: Mapping[str, Any], action: str = "none"
+) -> dict[str, Any]:
+    """A record that is not an incident (no incident id, no outcome): a daemon start or stop, a
+    probe summary, a clean batch, an audit outage."""
     return {
         "incident_id": None,
-        "issue": "lifecycle",
-        "detection": "audit_write_failed",
-        "action": "retried",
-        "details": {
-            "since": outage.since,
-            "error": outage.error,
-            "refused_writes": outage.errors,
-            "records_held": outage.held,
-            "records_dropped": outage.dropped,
-            "seconds": round(now - outage.started, 3),
-        },
+        "issue": issue,
+        "detection": detection,
+        "action": action,
+        "details": dict(details),
         "outcome": None,
         "manual": False,
     }
+
+
+def outage_record(outage: WriteOutage, now: float) -> dict[str, Any]:
+    """The record that says audit writes failed and were retried (``now``: monotonic)."""
+    details = {
+        "since": outage.since,
+        "error": outage.error,
+        "refused_writes": outage.errors,
+        "records_held": outage.held,
+        "records_dropped": outage.dropped,
+        "seconds": round(now - outage.started, 3),
+    }
+    return bookkeeping_record("lifecycle", "audit_write_failed", details, action="retried")
 
 
 class AuditLog:

@@ -140,21 +140,16 @@ def _fallback(
 ) -> str | None:
     if last_good is not None and last_good != current and not last_good_problem:
         return last_good
-    version: str | None = current
-    for _ in range(MAX_ANCESTORS):
-        try:
-            parent = registry.info(version).meta.get("parent") if version else None
-        except SelfhealError:  # an unreadable meta ends the walk like a missing parent
-            return None
-        if not isinstance(parent, str):
-            return None
-        version = parent
-        try:
-            meta = registry.info(version).meta
-        except SelfhealError:
-            continue
-        if str(meta.get("origin", "")).startswith("drill"):
-            continue
-        if registry.verify_version(version).ok:
-            return version
+    try:
+        meta = registry.info(current).meta
+        for _ in range(MAX_ANCESTORS):  # up the parent chain, each meta.json read once
+            parent = meta.get("parent")
+            if not isinstance(parent, str):
+                return None
+            meta = registry.info(parent).meta
+            drill = str(meta.get("origin", "")).startswith("drill")
+            if not drill and registry.verify_version(parent).ok:
+                return parent
+    except SelfhealError:  # an unreadable meta ends the walk like a missing parent
+        return None
     return None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfheal_daemon.adapters.process import claim_daemon_pidfile, release_daemon_pidfile
-from selfheal_daemon.audit import AuditLog, IncidentBook
+from selfheal_daemon.audit import AuditLog, IncidentBook, bookkeeping_record
 from selfheal_daemon.bootstrap import ensure_model
 from selfheal_daemon.clock import SystemClock
 from selfheal_daemon.config import Config
@@ -74,17 +74,7 @@ class _Trail:
         self.log.write(self.book.record(issue, "once", **fields))
 
     def note(self, issue: str, detection: str, details: dict[str, Any]) -> None:
-        self.log.write(
-            {
-                "incident_id": None,
-                "issue": issue,
-                "detection": detection,
-                "action": "none",
-                "details": details,
-                "outcome": None,
-                "manual": False,
-            }
-        )
+        self.log.write(bookkeeping_record(issue, detection, details))
 
     def close(self) -> None:
         self.log.close()

@@ -20,7 +20,7 @@ from loguru import logger
 
 from selfheal_daemon import drills
 from selfheal_daemon.adapters.workers import WorkerPool
-from selfheal_daemon.audit import AuditLog, IncidentBook, Scope, format_ts
+from selfheal_daemon.audit import AuditLog, IncidentBook, Scope, bookkeeping_record, format_ts
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
 from selfheal_daemon.control import ActionRefused
@@ -125,17 +125,7 @@ class Recorder:
 
     def bookkeeping(self, issue: str, detection: str, details: dict[str, Any]) -> None:
         """A record that is not an incident: a daemon start or stop, a probe summary."""
-        self.write(
-            {
-                "incident_id": None,
-                "issue": issue,
-                "detection": detection,
-                "action": "none",
-                "details": details,
-                "outcome": None,
-                "manual": False,
-            }
-        )
+        self.write(bookkeeping_record(issue, detection, details))
 
 
 @dataclass
