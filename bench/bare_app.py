@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
 
 COLUMNS = (
     "MedInc",

@@ -31,9 +31,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selfheal_daemon.bootstrap import ensure_model  # noqa: E402
 from selfheal_daemon.config import parse_config  # noqa: E402
-from selfheal_daemon.registry import ModelRegistry  # noqa: E402
+from selfheal_daemon.model.bootstrap import ensure_model  # noqa: E402
+from selfheal_daemon.model.registry import ModelRegistry  # noqa: E402
 from service.model_store import PROBE_ROW  # noqa: E402
 
 ROW = PROBE_ROW  # the row the service smoke-tests every model with
@@ -149,7 +149,7 @@ def main() -> None:
         load_code = (
             "import service.worker, time; from pathlib import Path; "
             "from service.model_store import ModelStore; "
-            "from selfheal_daemon.registry import ModelRegistry; t=time.monotonic(); "
+            "from selfheal_daemon.model.registry import ModelRegistry; t=time.monotonic(); "
             f"ModelStore().load(ModelRegistry(Path({str(cfg.registry_dir)!r})), {version!r}); "
             "print(time.monotonic()-t)"
         )

@@ -138,7 +138,7 @@ def make_data(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     import numpy as np
     import pandas as pd
 
-    from selfheal_daemon.features import FEATURES, load_dataset
+    from selfheal_daemon.model.features import FEATURES, load_dataset
 
     data = load_dataset(None)[list(FEATURES)].to_numpy(dtype=np.float64)
     pick = np.random.default_rng(SEED).choice(len(data), size=REFERENCE_ROWS, replace=False)
@@ -222,7 +222,7 @@ def run_selfheal(summary: Any, current: pd.DataFrame) -> dict[str, Any]:
     import numpy as np
 
     from selfheal_daemon.config import DriftConfig
-    from selfheal_daemon.drift import check
+    from selfheal_daemon.model.drift import check
 
     result = check(summary, current.to_numpy(dtype=np.float64), DriftConfig())
     return {
@@ -284,8 +284,8 @@ def sweep(rows: int) -> dict[str, Any]:
     from scipy.stats import wasserstein_distance
 
     from selfheal_daemon.config import DriftConfig
-    from selfheal_daemon.drift import ReferenceSummary, check
-    from selfheal_daemon.features import FEATURES, load_dataset
+    from selfheal_daemon.model.drift import ReferenceSummary, check
+    from selfheal_daemon.model.features import FEATURES, load_dataset
 
     reference, _ = make_data(WARMUP_ROWS)
     ref = reference.to_numpy(dtype=np.float64)
@@ -345,8 +345,8 @@ def worker(tool: str, rows: int) -> dict[str, Any]:
     """One fresh process: set up, warm up on a small window, then measure one run."""
     import numpy as np
 
-    from selfheal_daemon import drift
-    from selfheal_daemon.features import FEATURES
+    from selfheal_daemon.model import drift
+    from selfheal_daemon.model.features import FEATURES
 
     if tool == "sweep":
         return sweep(rows)

@@ -110,8 +110,8 @@ def drift_growth(runs: int) -> dict[str, Any]:
     import numpy as np
 
     from bench.drift import make_data, run_selfheal
-    from selfheal_daemon.drift import ReferenceSummary
-    from selfheal_daemon.features import FEATURES as MODEL_FEATURES
+    from selfheal_daemon.model.drift import ReferenceSummary
+    from selfheal_daemon.model.features import FEATURES as MODEL_FEATURES
 
     reference, warm = make_data(WARMUP_ROWS)
     summary = ReferenceSummary.build(reference.to_numpy(dtype=np.float64), MODEL_FEATURES)
@@ -162,7 +162,7 @@ class TrailWriter:
     """Writes ``size`` records through AuditLog and IncidentBook in the daemon's proportions."""
 
     def __init__(self, directory: Path, size: int) -> None:
-        from selfheal_daemon.audit import AuditLog, IncidentBook
+        from selfheal_daemon.record.audit import AuditLog, IncidentBook
 
         self.clock = SimClock()
         self.log = AuditLog(directory, clock=self.clock)
@@ -178,7 +178,7 @@ class TrailWriter:
         self.written += 1
 
     def note(self, issue: str, detection: str, details: dict[str, Any]) -> None:
-        from selfheal_daemon.audit import bookkeeping_record
+        from selfheal_daemon.record.audit import bookkeeping_record
 
         self.write(bookkeeping_record(issue, detection, details))
 
@@ -377,9 +377,9 @@ def make_trail(state_dir: Path, size: int) -> dict[str, Any]:
 
 
 def time_report(audit_dir: Path, now: datetime) -> dict[str, Any]:
-    from selfheal_daemon.audit import ReadStats, read_records
-    from selfheal_daemon.report import build_report
-    from selfheal_daemon.report_format import format_report
+    from selfheal_daemon.cli.report_format import format_report
+    from selfheal_daemon.record.audit import ReadStats, read_records
+    from selfheal_daemon.record.report import build_report
 
     started = time.perf_counter()
     stats = ReadStats()

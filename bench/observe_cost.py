@@ -47,7 +47,7 @@ def progress(message: str) -> None:
 
 
 def bodies() -> dict[str, bytes]:
-    from selfheal_daemon.features import FEATURES, load_dataset
+    from selfheal_daemon.model.features import FEATURES, load_dataset
 
     rows = load_dataset(None)[list(FEATURES)].dropna().sample(n=1000, random_state=0)
     records = rows.to_dict(orient="records")
@@ -109,9 +109,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from selfheal_daemon.bootstrap import ensure_model
     from selfheal_daemon.config import parse_config
-    from selfheal_daemon.registry import ModelRegistry
+    from selfheal_daemon.model.bootstrap import ensure_model
+    from selfheal_daemon.model.registry import ModelRegistry
     from service.app import create_app
     from service.model_store import ModelStore
     from service.settings import ServiceSettings

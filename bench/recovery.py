@@ -153,9 +153,9 @@ def model_to_serve(state_dir: Path, workdir: Path, trained: Path | None) -> tupl
     bench/suite.py trains one registry and hands it to every part (``--registry``): the same
     default model each script would train (bundled data, default settings), trained once.
     """
-    from selfheal_daemon.bootstrap import ensure_model
     from selfheal_daemon.config import parse_config
-    from selfheal_daemon.registry import ModelRegistry
+    from selfheal_daemon.model.bootstrap import ensure_model
+    from selfheal_daemon.model.registry import ModelRegistry
 
     cfg = parse_config({"state_dir": str(state_dir)}, workdir / "config.toml")
     if trained is not None:

@@ -127,7 +127,7 @@ import json, sys, time
 from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
 
 registry, version, rows_path = sys.argv[1], sys.argv[2], sys.argv[3]
 seconds, runs = float(sys.argv[4]), int(sys.argv[5])
@@ -517,7 +517,7 @@ def write_bodies(workdir: Path) -> tuple[dict[str, bytes], dict[str, Path]]:
     """The two JSON bodies, their wrk scripts, and the batch's rows as rows.npy (raw measure)."""
     import numpy as np
 
-    from selfheal_daemon.features import FEATURES, load_dataset
+    from selfheal_daemon.model.features import FEATURES, load_dataset
 
     # Rows with a gap (NaN AveBedrms in the raw data) are left out: NaN is not JSON, and the
     # service rightly answers it with a 422 (the bare app would accept it).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
 from service.app import create_app
 from service.model_store import ModelStore
 from service.settings import ServiceSettings

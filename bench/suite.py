@@ -94,9 +94,9 @@ SEEDED = ("recovery", "serving", "footprint")  # parts that take --registry: tra
 TRAIN_CODE = r"""
 import sys
 from pathlib import Path
-from selfheal_daemon.bootstrap import ensure_model
+from selfheal_daemon.model.bootstrap import ensure_model
 from selfheal_daemon.config import parse_config
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
 state = Path(sys.argv[1])
 cfg = parse_config({"state_dir": str(state)}, state / "config.toml")
 print("trained", ensure_model(cfg, ModelRegistry(cfg.registry_dir), print), flush=True)

@@ -58,13 +58,13 @@ CYCLE_TIMEOUT_S = 300.0
 
 
 def records(state: Path) -> list[dict[str, Any]]:
-    from selfheal_daemon.audit import read_records
+    from selfheal_daemon.record.audit import read_records
 
     return list(read_records(state / "audit"))
 
 
 def ts(record: dict[str, Any]) -> datetime:
-    from selfheal_daemon.audit import parse_ts
+    from selfheal_daemon.record.audit import parse_ts
 
     return parse_ts(record["ts"])
 

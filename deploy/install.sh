@@ -197,7 +197,7 @@ check_venv() {
         printf '%s\n' "$out" >&2
         return 1
     fi
-    "$dir/bin/python" -c 'import selfheal_daemon.runner, selfheal_daemon.retrain, service.app, service.template' ||
+    "$dir/bin/python" -c 'import selfheal_daemon.daemon.runner, selfheal_daemon.model.retrain, service.app, service.template' ||
         return 1
     log "$dir: $out"
 }

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from selfheal_daemon.cli import main
+from selfheal_daemon.cli.app import main
 
 main()

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from selfheal_daemon.errors import ConfigError
-from selfheal_daemon.notify import NotifyConfig
+from selfheal_daemon.record.notify import NotifyConfig
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
@@ -162,7 +162,7 @@ class GateConfig(_Section):
     @field_validator("direction_feature")
     @classmethod
     def _known_feature(cls, v: str) -> str:
-        from selfheal_daemon.features import FEATURES
+        from selfheal_daemon.model.features import FEATURES
 
         if v not in FEATURES:
             raise ValueError(f"direction_feature must be one of {', '.join(FEATURES)}, got {v!r}")

@@ -32,7 +32,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from selfheal_daemon.registry import LoadedModel
+from selfheal_daemon.model.registry import LoadedModel
 from service.capture import CaptureCounters
 
 UNMATCHED = "unmatched"

@@ -22,8 +22,8 @@ from typing import Protocol
 import numpy as np
 
 from selfheal_daemon.errors import SelfhealError
-from selfheal_daemon.features import FEATURES
-from selfheal_daemon.registry import LoadedModel
+from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.model.registry import LoadedModel
 from service.compiled import accelerate
 
 # The per-feature medians of the bundled California housing data: a row every sane model of it

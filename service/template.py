@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
 from service.model_store import ModelStore
 from service.serve import serve
 from service.worker import EXIT_MODEL_LOAD_FAILED, add_common_arguments, load_store, settings_from

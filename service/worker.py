@@ -16,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
 from service.model_store import ModelStore
 from service.serve import serve
 from service.settings import ServiceSettings

@@ -29,8 +29,8 @@ import httpx
 import pandas as pd
 import psutil
 
-from selfheal_daemon.audit import OUTCOMES, audit_files
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.record.audit import OUTCOMES, audit_files
 from tests.integration.conftest import ROW, RunningDaemon
 
 RECORD_KEYS = frozenset(

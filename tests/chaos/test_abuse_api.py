@@ -31,13 +31,13 @@ import schemathesis
 from hypothesis import HealthCheck, assume, given, settings
 from schemathesis import Case, GenerationMode
 
-from selfheal_daemon.audit import read_records
 from selfheal_daemon.config import parse_config
-from selfheal_daemon.control import ACTIONS, MAX_ACTION_BODY
-from selfheal_daemon.drills import KINDS
+from selfheal_daemon.control.server import ACTIONS, MAX_ACTION_BODY
+from selfheal_daemon.daemon.drills import KINDS
 from selfheal_daemon.errors import ConfigError
-from selfheal_daemon.registry import ModelRegistry
-from selfheal_daemon.report import BOOKKEEPING_KINDS
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.record.audit import read_records
+from selfheal_daemon.record.report import BOOKKEEPING_KINDS
 from tests.chaos.conftest import Scenario
 from tests.chaos.invariants import (
     audit_records,

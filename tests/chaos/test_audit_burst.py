@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from selfheal_daemon.audit import audit_files
+from selfheal_daemon.record.audit import audit_files
 from tests.chaos.conftest import Scenario
 from tests.chaos.invariants import audit_records
 
@@ -33,7 +33,7 @@ KILLED_TRIALS = 4
 WRITER = """
 import os, sys
 from pathlib import Path
-from selfheal_daemon.audit import AuditLog
+from selfheal_daemon.record.audit import AuditLog
 from selfheal_daemon.clock import SystemClock
 from selfheal_daemon.logs import configure_logging
 

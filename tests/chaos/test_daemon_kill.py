@@ -26,8 +26,8 @@ import httpx
 import psutil
 import pytest
 
-from selfheal_daemon.audit import parse_ts, read_records
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.record.audit import parse_ts, read_records
 from tests.chaos.conftest import Scenario
 from tests.chaos.invariants import audit_records, unsettled_incidents, violations
 from tests.helpers import free_port, wait_until
@@ -86,7 +86,7 @@ def stray_jobs(daemon: RunningDaemon, within_s: float = 3.0) -> list[str]:
         found = []
         for pid in daemon.survivors():
             with contextlib.suppress(psutil.Error):
-                if "selfheal_daemon.retrain" in " ".join(psutil.Process(pid).cmdline()):
+                if "selfheal_daemon.model.retrain" in " ".join(psutil.Process(pid).cmdline()):
                     found.append(f"retrain job {pid} outlived its daemon")
         return found
 

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import pytest
 
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
 from tests.chaos.conftest import Scenario
 from tests.chaos.invariants import audit_records, registry_violations, wait_invariants
 from tests.helpers import wait_until

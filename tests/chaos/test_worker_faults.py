@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import pytest
 
-from selfheal_daemon.registry import MODEL_FILE, ModelRegistry
+from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
 from tests.chaos.conftest import Scenario
 from tests.chaos.invariants import audit_records, wait_invariants
 from tests.chaos.poison import ExitAfter

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from selfheal_daemon.audit import AUDIT_FILE, AuditLog, ReadStats, read_records
 from selfheal_daemon.clock import SystemClock
+from selfheal_daemon.record.audit import AUDIT_FILE, AuditLog, ReadStats, read_records
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,7 +37,7 @@ RETAIN = 1_000_000  # retention must not drop anything: every seq must come back
 WRITER = """
 import sys
 from pathlib import Path
-from selfheal_daemon.audit import AuditLog
+from selfheal_daemon.record.audit import AuditLog
 from selfheal_daemon.clock import SystemClock
 from selfheal_daemon.logs import configure_logging
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from selfheal_daemon.audit import read_records
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.record.audit import read_records
 from tests.browser import chromium
 from tests.helpers import free_port, wait_until
 

@@ -33,7 +33,7 @@ XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
 def dashboard_html() -> bytes:
-    return resources.files("selfheal_daemon.dashboard").joinpath("index.html").read_bytes()
+    return resources.files("selfheal_daemon.control.dashboard").joinpath("index.html").read_bytes()
 
 
 def strict_csp(page: bytes) -> str:

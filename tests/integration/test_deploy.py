@@ -370,9 +370,9 @@ def test_an_upgrade_whose_venv_fails_check_config_is_rolled_back(
 def _seed_state(state: Path) -> None:
     """A registry with a real trained model and both aliases, an audit trail, data and run/."""
     from selfheal_daemon.config import GateConfig, TrainingConfig
-    from selfheal_daemon.features import load_dataset
-    from selfheal_daemon.registry import ModelRegistry
-    from selfheal_daemon.training import train_and_register
+    from selfheal_daemon.model.features import load_dataset
+    from selfheal_daemon.model.registry import ModelRegistry
+    from selfheal_daemon.model.training import train_and_register
 
     registry = ModelRegistry(state / "registry")
     if registry.alias("current") is None:
@@ -865,8 +865,8 @@ def _heal_a_crash_and_retrain(daemon: RunningDaemon, cli: Path, config: Path) ->
 def _stuck_loop_sends_no_watchdog(daemon: RunningDaemon, sink: NotifySink, config: Path) -> None:
     """A rollback to a version whose meta.json is a FIFO with no writer: the loop blocks in
     open() like on a hung network file system. No ping then; pings again once it returns."""
-    from selfheal_daemon.client import ControlClient
     from selfheal_daemon.config import load_config
+    from selfheal_daemon.control.client import ControlClient
 
     hung = daemon.state_dir / "registry" / "v99"
     hung.mkdir()

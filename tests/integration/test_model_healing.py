@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selfheal_daemon.audit import read_records
-from selfheal_daemon.drills import drifted_frame
-from selfheal_daemon.features import FEATURES, TARGET, load_dataset
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.daemon.drills import drifted_frame
+from selfheal_daemon.model.features import FEATURES, TARGET, load_dataset
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.record.audit import read_records
 from tests.helpers import wait_until
 from tests.integration.conftest import Poller
 

@@ -15,10 +15,10 @@ import pandas as pd
 import psutil
 import pytest
 
-from selfheal_daemon.audit import read_records
-from selfheal_daemon.drills import drifted_frame
-from selfheal_daemon.features import TARGET, load_dataset
-from selfheal_daemon.registry import MODEL_FILE, ModelRegistry
+from selfheal_daemon.daemon.drills import drifted_frame
+from selfheal_daemon.model.features import TARGET, load_dataset
+from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
+from selfheal_daemon.record.audit import read_records
 
 pytestmark = pytest.mark.integration
 

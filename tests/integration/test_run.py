@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.registry import ModelRegistry
 from tests.helpers import wait_until
 from tests.integration.conftest import ROW
 

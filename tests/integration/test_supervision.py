@@ -18,9 +18,9 @@ import psutil
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from selfheal_daemon.bootstrap import ensure_model
 from selfheal_daemon.config import parse_config
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.bootstrap import ensure_model
+from selfheal_daemon.model.registry import ModelRegistry
 from tests.helpers import wait_until
 from tests.integration.conftest import Poller
 

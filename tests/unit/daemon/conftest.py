@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from selfheal_daemon.config import GateConfig, TrainingConfig
-from selfheal_daemon.features import load_dataset
-from selfheal_daemon.registry import ModelRegistry
-from selfheal_daemon.training import train_and_register
+from selfheal_daemon.model.features import load_dataset
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.training import train_and_register
 
 FAST_TRAINING = TrainingConfig(max_iter=15, reference_rows=200)
 
@@ -43,6 +43,6 @@ def registered(registry: ModelRegistry, small_frame: pd.DataFrame) -> tuple[Mode
 
 
 def probe_rows(frame: pd.DataFrame, n: int = 5) -> np.ndarray:
-    from selfheal_daemon.features import FEATURES
+    from selfheal_daemon.model.features import FEATURES
 
     return frame[list(FEATURES)].to_numpy(dtype="float64")[:n]

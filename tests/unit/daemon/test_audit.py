@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from selfheal_daemon.audit import (
+from selfheal_daemon.record.audit import (
     AUDIT_FILE,
     AuditLog,
     IncidentBook,
@@ -334,7 +334,7 @@ def test_a_burst_across_many_rotations_loses_and_duplicates_nothing(
 EFBIG_SCRIPT = """
 import json, resource, signal, sys
 from pathlib import Path
-from selfheal_daemon.audit import AUDIT_FILE, AuditLog
+from selfheal_daemon.record.audit import AUDIT_FILE, AuditLog
 from selfheal_daemon.logs import configure_logging
 from tests.fakes import FakeClock
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from selfheal_daemon.bootstrap import ensure_model
 from selfheal_daemon.config import Config, parse_config
 from selfheal_daemon.errors import TrainingError
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.bootstrap import ensure_model
+from selfheal_daemon.model.registry import ModelRegistry
 
 
 def _cfg(tmp_path: Path, **training: object) -> Config:
@@ -84,7 +84,7 @@ def test_no_valid_version_trains_a_fresh_one(tmp_path: Path) -> None:
 
 def test_user_data_file_is_trained_on(tmp_path: Path) -> None:
     """training.data names a CSV in raw census form, which trains the first model."""
-    from selfheal_daemon.features import load_bundled_raw
+    from selfheal_daemon.model.features import load_bundled_raw
 
     data = tmp_path / "mine.csv"
     load_bundled_raw().sample(n=4000, random_state=1).to_csv(data, index=False)

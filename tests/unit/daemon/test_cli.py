@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from selfheal_daemon.cli import EXIT_CODES, app, exit_code_for
+from selfheal_daemon.cli.app import EXIT_CODES, app, exit_code_for
 from selfheal_daemon.config import GateConfig
 from selfheal_daemon.errors import (
     ChecksumMismatchError,
@@ -20,8 +20,8 @@ from selfheal_daemon.errors import (
     SelfhealError,
     VersionNotFoundError,
 )
-from selfheal_daemon.registry import ModelRegistry
-from selfheal_daemon.training import train_and_register
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.training import train_and_register
 from tests.unit.daemon.conftest import FAST_TRAINING
 
 runner = CliRunner()

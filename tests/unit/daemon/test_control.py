@@ -21,7 +21,7 @@ import pytest
 from fastapi import HTTPException
 
 from selfheal_daemon.config import parse_config
-from selfheal_daemon.control import (
+from selfheal_daemon.control.server import (
     ACTIONS,
     MAX_ACTION_BODY,
     ActionRefused,

@@ -7,11 +7,10 @@ import queue
 from pathlib import Path
 from typing import Any
 
-from selfheal_daemon.adapters.probe import HealthProbe
-from selfheal_daemon.audit import AuditLog
 from selfheal_daemon.config import parse_config
-from selfheal_daemon.daemon import TICK_S, Daemon
-from selfheal_daemon.events import (
+from selfheal_daemon.daemon.loop import TICK_S, Daemon
+from selfheal_daemon.record.audit import AuditLog
+from selfheal_daemon.supervision.events import (
     ConfirmModel,
     ModelChanged,
     ProbeResult,
@@ -22,6 +21,7 @@ from selfheal_daemon.events import (
     WorkerReady,
     WorkerSpawned,
 )
+from selfheal_daemon.supervision.probe import HealthProbe
 from tests.fakes import FakeClock, FakeNotifier, FakePool, FakeRegistry
 
 
@@ -115,9 +115,9 @@ def test_systemd_hears_ready_once_all_workers_serve_then_status_changes(tmp_path
 def test_recorder_remembers_the_last_checks_from_the_trail_and_new_records(tmp_path: Path) -> None:
     """The last drift and quality results and the drift scores come from the trail once at start
     and then from each record written, so /status never re-reads the files."""
-    from selfheal_daemon.audit import read_records
-    from selfheal_daemon.metrics import DaemonMetrics
-    from selfheal_daemon.operations import Recorder
+    from selfheal_daemon.daemon.operations import Recorder
+    from selfheal_daemon.record.audit import read_records
+    from selfheal_daemon.record.metrics import DaemonMetrics
 
     clock = FakeClock()
     first = Recorder(AuditLog(tmp_path, clock=clock), clock, DaemonMetrics())

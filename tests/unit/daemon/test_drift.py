@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from scipy.stats import ks_2samp
 
 from selfheal_daemon.config import DriftConfig
-from selfheal_daemon.drift import EPSILON, ReferenceSummary, check
 from selfheal_daemon.errors import DataError
+from selfheal_daemon.model.drift import EPSILON, ReferenceSummary, check
 
 NAMES = ("a", "b", "c", "d")
 

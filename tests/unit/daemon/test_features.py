@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from selfheal_daemon.errors import DataError
-from selfheal_daemon.features import (
+from selfheal_daemon.model.features import (
     BUNDLED_ROWS,
     FEATURES,
     TARGET,

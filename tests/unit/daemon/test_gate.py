@@ -14,8 +14,8 @@ from sklearn.pipeline import Pipeline
 
 from selfheal_daemon.config import GateConfig, TrainingConfig
 from selfheal_daemon.errors import DataError
-from selfheal_daemon.features import FEATURES, TARGET
-from selfheal_daemon.gate import (
+from selfheal_daemon.model.features import FEATURES, TARGET
+from selfheal_daemon.model.gate import (
     TEST_NAMES,
     GateVerdict,
     Predictor,
@@ -23,8 +23,8 @@ from selfheal_daemon.gate import (
     judge,
     model_tests,
 )
-from selfheal_daemon.label_repair import suspect_labels
-from selfheal_daemon.training import build_pipeline
+from selfheal_daemon.model.label_repair import suspect_labels
+from selfheal_daemon.model.training import build_pipeline
 
 GATE = GateConfig()
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.dummy import DummyRegressor
 
-from selfheal_daemon.events import Report
-from selfheal_daemon.integrity import IntegrityChecked, SetLastGood, decide, inspect
-from selfheal_daemon.model_events import DeployRequested
-from selfheal_daemon.registry import MODEL_FILE, ModelRegistry
+from selfheal_daemon.lifecycle.events import DeployRequested
+from selfheal_daemon.lifecycle.integrity import IntegrityChecked, SetLastGood, decide, inspect
+from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
+from selfheal_daemon.supervision.events import Report
 
 NONE: frozenset[tuple[str, str]] = frozenset()
 

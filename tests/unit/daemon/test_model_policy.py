@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from selfheal_daemon.config import DriftConfig, PerformanceConfig, RetrainConfig
-from selfheal_daemon.events import Report
-from selfheal_daemon.model_policy import (
+from selfheal_daemon.lifecycle.policy import (
     DAY_S,
     Deploy,
     DeployFinished,
@@ -31,6 +30,7 @@ from selfheal_daemon.model_policy import (
     StartRetrain,
     decide_model,
 )
+from selfheal_daemon.supervision.events import Report
 
 CFG = ModelPolicyConfig(
     drift=DriftConfig(consecutive=2),

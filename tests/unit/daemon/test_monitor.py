@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selfheal_daemon.adapters.worker_admin import AdminReply
-from selfheal_daemon.adapters.workers import WorkerHandle
 from selfheal_daemon.config import Config, parse_config
-from selfheal_daemon.drills import drifted_frame
-from selfheal_daemon.features import FEATURES, TARGET
-from selfheal_daemon.model_policy import DriftChecked, PerformanceChecked
-from selfheal_daemon.monitor import Monitor, QualityChecked
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.daemon.drills import drifted_frame
+from selfheal_daemon.lifecycle.monitor import Monitor, QualityChecked
+from selfheal_daemon.lifecycle.policy import DriftChecked, PerformanceChecked
+from selfheal_daemon.lifecycle.worker_admin import AdminReply
+from selfheal_daemon.model.features import FEATURES, TARGET
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.supervision.pool import WorkerHandle
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from tenacity import RetryCallState
 
 from selfheal_daemon.errors import ConfigError
-from selfheal_daemon.notify import (
+from selfheal_daemon.record.notify import (
     Message,
     Notifier,
     NotifyConfig,

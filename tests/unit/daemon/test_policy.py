@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from selfheal_daemon.config import ProbeConfig, RestartConfig
-from selfheal_daemon.events import (
+from selfheal_daemon.supervision.events import (
     Event,
     ProbeResult,
     Report,
@@ -21,14 +21,14 @@ from selfheal_daemon.events import (
     WorkerSpawned,
     WorkerStartTimedOut,
 )
-from selfheal_daemon.policy import (
+from selfheal_daemon.supervision.policy import (
     Decision,
     PolicyConfig,
     SupervisorState,
     backoff_delay,
     decide,
 )
-from selfheal_daemon.states import WorkerState
+from selfheal_daemon.supervision.states import WorkerState
 from tests.fakes import FakeClock
 
 CFG = PolicyConfig(

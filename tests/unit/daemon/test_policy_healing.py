@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from selfheal_daemon.config import ProbeConfig, ResourcesConfig, RestartConfig
-from selfheal_daemon.events import (
+from selfheal_daemon.supervision.events import (
     ConfirmModel,
     ManualRestart,
     ModelChanged,
@@ -24,8 +24,8 @@ from selfheal_daemon.events import (
     WorkerExited,
     WorkerReady,
 )
-from selfheal_daemon.policy import PolicyConfig, SupervisorState, backoff_delay
-from selfheal_daemon.states import WorkerState
+from selfheal_daemon.supervision.policy import PolicyConfig, SupervisorState, backoff_delay
+from selfheal_daemon.supervision.states import WorkerState
 from tests.unit.daemon.test_policy import Driver
 
 CFG = PolicyConfig(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from selfheal_daemon.config import ProbeConfig, ResourcesConfig, RestartConfig
-from selfheal_daemon.events import (
+from selfheal_daemon.supervision.events import (
     Action,
     ConfirmModel,
     Event,
@@ -27,8 +27,8 @@ from selfheal_daemon.events import (
     WorkerExited,
     WorkerReady,
 )
-from selfheal_daemon.policy import Decision, PolicyConfig, SupervisorState
-from selfheal_daemon.states import WorkerState
+from selfheal_daemon.supervision.policy import Decision, PolicyConfig, SupervisorState
+from selfheal_daemon.supervision.states import WorkerState
 from tests.unit.daemon.test_policy import Driver
 
 CFG = PolicyConfig(

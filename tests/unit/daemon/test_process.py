@@ -12,12 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from selfheal_daemon.adapters.process import (
+from selfheal_daemon.errors import ServiceStartError
+from selfheal_daemon.system.process import (
     bind_listener,
     claim_daemon_pidfile,
     release_daemon_pidfile,
 )
-from selfheal_daemon.errors import ServiceStartError
 from tests.helpers import free_port
 
 
@@ -73,7 +73,7 @@ def test_second_daemon_on_same_state_dir_is_refused(
 
 def test_probe_of_a_missing_socket_fails_fast_without_a_client(tmp_path: Path) -> None:
     """A worker that has not bound its socket yet is a failed probe, with no client kept."""
-    from selfheal_daemon.adapters.probe import HealthProbe
+    from selfheal_daemon.supervision.probe import HealthProbe
 
     probe = HealthProbe(timeout_s=0.2)
     outcome = probe.check(tmp_path / "worker-0-1.sock")
@@ -86,7 +86,7 @@ def test_probe_of_a_missing_socket_fails_fast_without_a_client(tmp_path: Path) -
 def test_probe_keeps_one_client_per_live_worker_only(tmp_path: Path) -> None:
     """A probe client per worker socket, dropped when the pool reports the worker gone, so
     restarts do not pile up clients."""
-    from selfheal_daemon.adapters.probe import HealthProbe
+    from selfheal_daemon.supervision.probe import HealthProbe
 
     probe = HealthProbe(timeout_s=0.2)
     paths = [tmp_path / f"worker-0-{n}.sock" for n in range(3)]
@@ -105,7 +105,7 @@ def test_leftovers_whose_socket_cannot_be_taken_are_stopped(
     """If a previous daemon's worker does not hold the listening socket it is recorded with (here
     the fd does not exist, so pidfd_getfd fails for real), nothing is adopted, the process is
     stopped, and the caller binds the port afresh."""
-    from selfheal_daemon.adapters.adoption import find_leftovers
+    from selfheal_daemon.supervision.adoption import find_leftovers
 
     record = {
         "worker": 0,
@@ -130,7 +130,7 @@ def test_recycled_pid_in_workers_json_is_neither_adopted_nor_stopped(
     tmp_path: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
     """A pid whose create time differs from the record belongs to someone else: left alone."""
-    from selfheal_daemon.adapters.adoption import find_leftovers
+    from selfheal_daemon.supervision.adoption import find_leftovers
 
     record = {
         "worker": 0,
@@ -166,7 +166,7 @@ def test_a_leftover_is_adopted_on_what_it_serves_not_on_its_record(
     """A previous daemon killed between a worker's in-place swap to v2 and rewriting workers.json
     left a record saying v1: the worker's own /ready answer decides (here a real process holding
     a real listening socket, taken with pidfd_getfd)."""
-    from selfheal_daemon.adapters.adoption import find_leftovers
+    from selfheal_daemon.supervision.adoption import find_leftovers
 
     with subprocess.Popen(
         [sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True

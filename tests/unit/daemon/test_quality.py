@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from selfheal_daemon.errors import DataError
-from selfheal_daemon.features import FEATURES, TARGET
-from selfheal_daemon.quality import (
+from selfheal_daemon.model.features import FEATURES, TARGET
+from selfheal_daemon.model.quality import (
     ColumnProfile,
     QualityProfile,
     QualityResult,
@@ -25,7 +25,7 @@ from selfheal_daemon.quality import (
     fmt,
     format_fixes,
 )
-from selfheal_daemon.quality_io import (
+from selfheal_daemon.model.quality_io import (
     default_quarantine_path,
     fix_file,
     quarantine_write,

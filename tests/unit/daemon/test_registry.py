@@ -16,7 +16,7 @@ from selfheal_daemon.errors import (
     RegistryError,
     VersionNotFoundError,
 )
-from selfheal_daemon.registry import ModelRegistry, validate_version
+from selfheal_daemon.model.registry import ModelRegistry, validate_version
 from tests.unit.daemon.conftest import probe_rows
 
 

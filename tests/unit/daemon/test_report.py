@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from selfheal_daemon.report import build_report, filter_history, parse_since
-from selfheal_daemon.report_format import (
+from selfheal_daemon.cli.report_format import (
     format_duration,
     format_history,
     format_report,
     short_id,
     summarise_details,
 )
+from selfheal_daemon.record.report import build_report, filter_history, parse_since
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

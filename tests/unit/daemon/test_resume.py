@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from selfheal_daemon import resume
-from selfheal_daemon.adapters.probe import HealthProbe
-from selfheal_daemon.audit import AuditLog, read_records
 from selfheal_daemon.config import parse_config
-from selfheal_daemon.daemon import Daemon
-from selfheal_daemon.model_events import ModelState, Resumed, RetrainFinished
-from selfheal_daemon.resume import Found, Previous, Unfinished
+from selfheal_daemon.daemon import resume
+from selfheal_daemon.daemon.loop import Daemon
+from selfheal_daemon.daemon.resume import Found, Previous, Unfinished
+from selfheal_daemon.lifecycle.events import ModelState, Resumed, RetrainFinished
+from selfheal_daemon.record.audit import AuditLog, read_records
+from selfheal_daemon.supervision.probe import HealthProbe
 from tests.fakes import FakeClock, FakeNotifier, FakePool, FakeRegistry
 
 START = {"ts": "2026-11-27T10:00:00.000Z", "incident_id": None, "issue": "lifecycle"}

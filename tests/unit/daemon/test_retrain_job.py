@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from selfheal_daemon.adapters.retrain_job import RetrainRunner, _read_result
 from selfheal_daemon.config import Config, parse_config
 from selfheal_daemon.errors import DataError, RegistryError
-from selfheal_daemon.features import FEATURES
-from selfheal_daemon.model_policy import RetrainFinished
-from selfheal_daemon.registry import ModelRegistry
-from selfheal_daemon.retrain import JOB_FILE, PARENT_ENV, RESULT_FILE, error_result
+from selfheal_daemon.lifecycle.policy import RetrainFinished
+from selfheal_daemon.lifecycle.retrain_runner import RetrainRunner, _read_result
+from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.retrain import JOB_FILE, PARENT_ENV, RESULT_FILE, error_result
 from tests.helpers import wait_until
 
 
@@ -158,7 +158,7 @@ def test_a_job_whose_daemon_is_gone_does_not_train(tmp_path: Path) -> None:
     """Its daemon died before the job could ask to die with it: it exits at once."""
     (tmp_path / JOB_FILE).write_text("{}")
     done = subprocess.run(
-        [sys.executable, "-m", "selfheal_daemon.retrain", str(tmp_path)],
+        [sys.executable, "-m", "selfheal_daemon.model.retrain", str(tmp_path)],
         env={**os.environ, PARENT_ENV: "1"},  # not our parent: as if adopted after the daemon died
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from selfheal_daemon.adapters.systemd import SystemdNotifier
+from selfheal_daemon.system.systemd import SystemdNotifier
 
 RECV_TIMEOUT_S = 2.0
 UNUSED_PATH = "/run/systemd/notify"  # for tests that never send, so nothing is opened

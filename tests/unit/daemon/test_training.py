@@ -8,9 +8,9 @@ import pytest
 
 from selfheal_daemon.config import GateConfig
 from selfheal_daemon.errors import DataError, TrainingError
-from selfheal_daemon.features import TARGET
-from selfheal_daemon.registry import ModelRegistry
-from selfheal_daemon.training import check_gate, split, train, train_and_register
+from selfheal_daemon.model.features import TARGET
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.training import check_gate, split, train, train_and_register
 from tests.unit.daemon.conftest import FAST_TRAINING
 
 

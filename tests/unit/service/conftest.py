@@ -14,8 +14,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from selfheal_daemon.features import FEATURES, TARGET, load_dataset
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.features import FEATURES, TARGET, load_dataset
+from selfheal_daemon.model.registry import ModelRegistry
 from service.app import create_app
 from service.model_store import ModelStore
 from service.settings import ServiceSettings

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from selfheal_daemon.registry import LoadedModel
+from selfheal_daemon.model.registry import LoadedModel
 
 
 class ConstantModel:

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from selfheal_daemon.registry import MODEL_FILE, ModelRegistry
+from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
 from service.app import on_private_socket
 from service.model_store import ModelStore
 from service.settings import ServiceSettings

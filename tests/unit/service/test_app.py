@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient  # conftest imported it first, muting its warning
 from starlette.types import Message
 
-from selfheal_daemon.features import FEATURES
-from selfheal_daemon.registry import ModelRegistry
+from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.model.registry import ModelRegistry
 from service.app import create_app
 from service.model_store import ModelStore
 from service.settings import ServiceSettings

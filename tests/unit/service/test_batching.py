@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from selfheal_daemon.features import FEATURES
-from selfheal_daemon.registry import LoadedModel
+from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.model.registry import LoadedModel
 from service.app import create_app
 from service.batching import Batcher, ModelOutputError
 from service.model_store import ModelStore

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from selfheal_daemon.errors import ChecksumMismatchError, VersionNotFoundError
-from selfheal_daemon.registry import MODEL_FILE, ModelRegistry
+from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
 from service.model_store import ModelStore, SmokeTestError, probe_matrix, smoke_test
 from tests.unit.service.conftest import Trained, register
 from tests.unit.service.fakes import (

@@ -1,1 +1,0 @@
-"""Thin adapters around the world: files, processes, probes. The decision core never uses them."""

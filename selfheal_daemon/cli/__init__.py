@@ -1,0 +1,1 @@
+"""The ``selfheal`` command line: the typer app, what the operator commands print, ``once``."""

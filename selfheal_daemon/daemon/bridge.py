@@ -1,0 +1,186 @@
+"""The daemon as the control endpoint sees it: published snapshots to read, a queue to write.
+
+Reads run on the endpoint's threads and touch only immutable snapshots, the registry's files and
+the audit files; every action is a ``ControlRequest`` carried out by the daemon's loop, whose answer
+the caller waits for (bounded by ``control.action_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
+from typing import Any
+
+from selfheal_daemon import __version__
+from selfheal_daemon.control.server import ActionRefused
+from selfheal_daemon.daemon.loop import Daemon
+from selfheal_daemon.daemon.operations import ControlRequest
+from selfheal_daemon.errors import SelfhealError
+from selfheal_daemon.lifecycle.policy import DAY_S, retrain_blocked
+from selfheal_daemon.record.audit import format_ts, parse_ts, read_records
+from selfheal_daemon.record.report import build_report, filter_history
+
+
+class DaemonControl:
+    """Implements ``control.ControlApi`` over a running ``Daemon``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.cfg = daemon.cfg
+
+    # ----- reads -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        d = self.daemon
+        state = d._snapshot
+        now = d.clock.monotonic()
+        workers = []
+        for slot in state.workers:
+            handle = d.pool.handle(slot.pid) if slot.pid is not None else None
+            workers.append(
+                {
+                    "worker": slot.worker,
+                    "pid": slot.pid,
+                    "state": slot.state.value,
+                    "restarts": slot.restarts,
+                    "model_version": handle.version if handle is not None else None,
+                    "retry_in_s": (
+                        round(max(0.0, slot.retry_at - now), 3)
+                        if slot.retry_at is not None
+                        else None
+                    ),
+                    "incident": slot.incident or None,
+                }
+            )
+        ready = sum(w["state"] == "ready" for w in workers)
+        latest = d.recorder.latest
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "started_at": format_ts(d.started_at),
+                "uptime_s": round(d.uptime_s(), 3),
+                "paused": state.paused,
+                "version": __version__,
+            },
+            "service": {
+                "host": self.cfg.service.host,
+                "port": self.cfg.service.port,
+                "workers_ready": ready,
+                "workers_total": len(workers),
+                "in_crash_loop": state.in_crash_loop,
+            },
+            "workers": workers,
+            "model": {
+                "serving": state.serving,
+                "current": self._model(d.registry.alias("current")),
+                "last_good": self._model(state.last_good),
+            },
+            "drift": {"last_check": latest.get("data_drift")},
+            "quality": {"last_check": latest.get("data_quality")},
+            "performance": {"last_check": latest.get("performance")},
+            "model_healing": self._model_healing(),
+            "cooldowns": {
+                "crash_loop": state.in_crash_loop,
+                "restart_times_in_window": len(state.restart_times),
+                "restart_budget": self.cfg.restart.budget,
+            },
+            "open_incidents": list(d.recorder.open_incidents),
+            "audit": {"pending_writes": d.recorder.audit.pending},
+        }
+
+    def _model_healing(self) -> dict[str, Any]:
+        m = self.daemon.healing.snapshot
+        now = datetime.now(UTC).timestamp()
+        return {
+            "retraining": m.job_issue or None,
+            "deploying": m.deploying or None,
+            "drift_streak": m.drift_streak,
+            "drift_needed": self.cfg.drift.consecutive,
+            "retrain_blocked": retrain_blocked(m, now, self.cfg.retrain) or None,
+            "retrains_today": sum(
+                1 for t in m.retrain_times if int(t // DAY_S) == int(now // DAY_S)
+            ),
+            "daily_budget": self.cfg.retrain.daily_budget,
+            "last_retrain_at": _iso(m.last_retrain_at),
+            "last_deployed_at": _iso(m.deployed_at),
+            "deployed_from": m.deployed_from,
+        }
+
+    def _model(self, version: str | None) -> dict[str, Any] | None:
+        if not version:
+            return None
+        try:
+            info = self.daemon.registry.info(version)
+        except SelfhealError:
+            return {"version": version, "metrics": {}, "created_at": None}
+        return {"version": version, "metrics": info.metrics, "created_at": info.created_at}
+
+    def history(
+        self, since: datetime | None, issue: str | None, limit: int | None
+    ) -> list[dict[str, Any]]:
+        return filter_history(
+            read_records(self.cfg.audit_dir), since=since, issue=issue, limit=limit
+        )
+
+    def report(self, days: int | None) -> dict[str, Any]:
+        rc = self.cfg.report
+        return build_report(
+            read_records(self.cfg.audit_dir),
+            now=datetime.now(UTC),
+            days=days,
+            manual_minutes_per_incident=rc.manual_minutes_per_incident,
+            hourly_rate=rc.hourly_rate,
+        ).to_json()
+
+    def series(self) -> dict[str, Any]:
+        registry = self.daemon.registry
+        metric = []
+        for version in registry.versions():
+            try:
+                info = registry.info(version)
+            except SelfhealError:
+                continue
+            if "r2" in info.metrics:
+                metric.append({"ts": info.created_at, "version": version, "r2": info.metrics["r2"]})
+        drift = list(self.daemon.recorder.drift_series)
+        metric.sort(
+            key=lambda p: parse_ts(str(p["ts"])) if p["ts"] else datetime.min.replace(tzinfo=UTC)
+        )
+        return {"model_metric": metric, "drift_score": drift}
+
+    def metrics(self) -> bytes:
+        return self.daemon.metrics.render()
+
+    # ----- actions ---------------------------------------------------------------------------
+    def act(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        if action == "check":
+            return self._check()
+        request = ControlRequest(action, params)
+        self.daemon.events.put(request)
+        try:
+            return request.reply.result(timeout=self.cfg.control.action_timeout_s)
+        except FutureTimeout:
+            raise ActionRefused(
+                f"the daemon did not take the {action} request within "
+                f"{self.cfg.control.action_timeout_s:.0f} s",
+                503,
+            ) from None
+
+    def _check(self) -> dict[str, Any]:
+        """Run the monitoring pass on this thread now, then wait for the loop's decisions."""
+        reply: Future[list[dict[str, Any]]] = Future()
+        collected = self.daemon.healing.monitor_pass(reply)
+        try:
+            decided = reply.result(timeout=self.cfg.control.action_timeout_s)
+        except FutureTimeout:
+            raise ActionRefused(
+                "the daemon did not decide within the action timeout", 503
+            ) from None
+        except Exception as exc:
+            raise ActionRefused(f"the monitoring pass failed: {exc}", 500) from None
+        return {"collected": collected, "decided": decided}
+
+
+def _iso(epoch: float | None) -> str | None:
+    return format_ts(datetime.fromtimestamp(epoch, UTC)) if epoch is not None else None
