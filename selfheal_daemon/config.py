@@ -16,10 +16,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from selfheal_daemon.defaults import FEATURES
 from selfheal_daemon.errors import ConfigError
-from selfheal_daemon.record.notify import NotifyConfig
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
 
@@ -162,8 +163,6 @@ class GateConfig(_Section):
     @field_validator("direction_feature")
     @classmethod
     def _known_feature(cls, v: str) -> str:
-        from selfheal_daemon.model.features import FEATURES
-
         if v not in FEATURES:
             raise ValueError(f"direction_feature must be one of {', '.join(FEATURES)}, got {v!r}")
         return v
@@ -275,6 +274,73 @@ class LoggingConfig(_Section):
     """Human-readable logs on stderr."""
 
     level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+
+def _address(address: str, key: str) -> str:
+    local, at, domain = address.rpartition("@")
+    if not (local and at and "." in domain) or any(c.isspace() or c in ',<>"' for c in address):
+        raise ValueError(f"{key}: {address!r} is not a bare email address like ops@example.com")
+    return address
+
+
+class NotifyConfig(BaseModel):
+    """``[notify]``: whom to tell about escalations, and the daily digest. Off by default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    webhook_url: str = ""
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password_file: str = ""  # the password lives in this file, never in config
+    email_from: str = ""
+    email_to: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    retries: int = Field(default=5, ge=0, le=20)
+    backoff_initial_s: float = Field(default=1.0, ge=0, le=3600)
+    backoff_max_s: float = Field(default=60.0, ge=0, le=3600)
+    digest_hour_utc: int = Field(default=8, ge=-1, le=23)  # -1: no digest
+    queue_size: int = Field(default=1000, ge=1, le=100_000)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        try:
+            url = httpx.URL(v)
+        except httpx.InvalidURL:
+            url = httpx.URL()
+        if v and (url.scheme not in ("http", "https") or not url.host):
+            raise ValueError("webhook_url must be an http:// or https:// URL with a host")
+        return v
+
+    @field_validator("email_from")
+    @classmethod
+    def _from_address(cls, v: str) -> str:
+        return _address(v, "email_from") if v else v
+
+    @field_validator("email_to")
+    @classmethod
+    def _to_addresses(cls, v: list[str]) -> list[str]:
+        return [_address(address, "email_to") for address in v]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NotifyConfig:
+        missing = [key for key in ("smtp_host", "email_from", "email_to") if not getattr(self, key)]
+        some = self.smtp_starttls or self.smtp_username or self.smtp_password_file
+        if missing and (len(missing) < 3 or some):
+            raise ValueError(
+                f"email needs smtp_host, email_from and at least one email_to; missing: "
+                f"{', '.join(missing)}"
+            )
+        if bool(self.smtp_username) != bool(self.smtp_password_file):
+            raise ValueError("smtp_username and smtp_password_file go together: set both or none")
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError(
+                f"backoff_initial_s ({self.backoff_initial_s}) must not exceed backoff_max_s"
+                f" ({self.backoff_max_s})"
+            )
+        return self
 
 
 class Config(_Section):

@@ -21,8 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
+from selfheal_daemon.defaults import FEATURES
 from selfheal_daemon.errors import SelfhealError
-from selfheal_daemon.model.features import FEATURES
 from selfheal_daemon.model.registry import LoadedModel
 from service.compiled import accelerate
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.defaults import FEATURES
 
 
 class PredictResponse(BaseModel):

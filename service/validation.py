@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.defaults import FEATURES
 
 _FEATURE_KEYS = frozenset(FEATURES)
 _INSTANCES = "instances"

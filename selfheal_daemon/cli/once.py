@@ -27,7 +27,9 @@ from selfheal_daemon.model.bootstrap import ensure_model
 from selfheal_daemon.model.drift import DRIFT_FILE, ReferenceSummary, check
 from selfheal_daemon.model.pipeline import base_frame, learn_profile, retrain, take_in, window_array
 from selfheal_daemon.model.registry import ModelRegistry
-from selfheal_daemon.record.audit import AuditLog, IncidentBook, bookkeeping_record
+from selfheal_daemon.record.audit import AuditLog
+from selfheal_daemon.record.metrics import DaemonMetrics
+from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.system.process import claim_daemon_pidfile, release_daemon_pidfile
 
 ONCE_EXIT = {"promoted": 0, "kept": 10, "rejected": 11, "rolled_back": 12}
@@ -68,13 +70,13 @@ class _Trail:
             retain_files=cfg.audit.retain_files,
             compress=cfg.audit.compress,
         )
-        self.book = IncidentBook(clock)
+        self.recorder = Recorder(self.log, clock, DaemonMetrics())
 
     def record(self, issue: str, **fields: Any) -> None:
-        self.log.write(self.book.record(issue, "once", **fields))
+        self.recorder.record(issue, "once", **fields)
 
     def note(self, issue: str, detection: str, details: dict[str, Any]) -> None:
-        self.log.write(bookkeeping_record(issue, detection, details))
+        self.recorder.bookkeeping(issue, detection, details)
 
     def close(self) -> None:
         self.log.close()

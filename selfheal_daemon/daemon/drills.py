@@ -36,7 +36,8 @@ import psutil
 from loguru import logger
 
 from selfheal_daemon.config import Config
-from selfheal_daemon.model.features import FEATURES, load_dataset
+from selfheal_daemon.defaults import FEATURES
+from selfheal_daemon.model.features import load_dataset
 from selfheal_daemon.model.quality_io import write_table
 from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
 from selfheal_daemon.supervision.pool import WorkerHandle

@@ -34,15 +34,15 @@ from loguru import logger
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
 from selfheal_daemon.daemon import resume
-from selfheal_daemon.daemon.operations import ControlRequest, Operations, Recorder
+from selfheal_daemon.daemon.operations import ControlRequest, Operations
 from selfheal_daemon.errors import SelfhealError
 from selfheal_daemon.lifecycle import integrity
+from selfheal_daemon.lifecycle.events import HealingPaused, ModelEvent, ModelState, ServingChanged
 from selfheal_daemon.lifecycle.healer import MODEL_EVENTS, Healing, Observations
-from selfheal_daemon.lifecycle.policy import HealingPaused, ModelEvent, ModelState, ServingChanged
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.alerts import Alerts
-from selfheal_daemon.record.audit import AuditLog, read_records
-from selfheal_daemon.record.metrics import DaemonMetrics
+from selfheal_daemon.record.audit import read_records
+from selfheal_daemon.record.recorder import Recorder, Report
 from selfheal_daemon.supervision.events import (
     Action,
     ConfirmModel,
@@ -51,7 +51,6 @@ from selfheal_daemon.supervision.events import (
     ModelChanged,
     PauseHealing,
     ProbeResult,
-    Report,
     ResourceSample,
     ResumeHealing,
     RollbackModel,
@@ -65,9 +64,10 @@ from selfheal_daemon.supervision.events import (
     WorkerReady,
     WorkerSpawned,
 )
-from selfheal_daemon.supervision.policy import PolicyConfig, SupervisorState, decide
+from selfheal_daemon.supervision.policy import decide
 from selfheal_daemon.supervision.pool import WorkerHandle, WorkerPool
 from selfheal_daemon.supervision.probe import HealthProbe
+from selfheal_daemon.supervision.state import PolicyConfig, SupervisorState
 from selfheal_daemon.supervision.states import WorkerState
 from selfheal_daemon.system.systemd import SystemdNotifier
 
@@ -182,7 +182,7 @@ class Daemon:
         registry: ModelRegistry,
         notifier: SystemdNotifier,
         events: queue.SimpleQueue[Item],
-        audit: AuditLog,
+        recorder: Recorder,
         adopted: list[WorkerHandle] | None = None,
         alerts: Alerts | None = None,
     ) -> None:
@@ -193,11 +193,9 @@ class Daemon:
         self.registry = registry
         self.notifier = notifier
         self.events = events
-        self.metrics = DaemonMetrics()
+        self.recorder = recorder
+        self.metrics = recorder.metrics
         self.alerts = alerts
-        self.recorder = Recorder(
-            audit, clock, self.metrics, alerts.escalated if alerts is not None else None
-        )
         self.executor = Executor(
             pool, probe, registry, self.events.put, cfg, recorder=self.recorder
         )
@@ -426,7 +424,14 @@ class Daemon:
 
     def _after_item(self) -> None:
         self.operations.check_follow_ups(self.state)
-        self.metrics.on_state(self.state)
+        state = self.state
+        self.metrics.on_supervision(
+            ready=sum(s.state is WorkerState.READY for s in state.workers),
+            slots=len(state.workers),
+            paused=state.paused,
+            crash_loop=state.in_crash_loop,
+            serving=state.serving,
+        )
         self._availability()
         self.recorder.audit.flush_pending()
 

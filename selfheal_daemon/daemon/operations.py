@@ -1,7 +1,6 @@
-"""The audit side of the daemon's loop, and what a person asks of it through the control endpoint.
+"""What a person asks of the daemon through the control endpoint, carried out on the loop.
 
-``Recorder`` turns the policy's reports into audit records linked by incident, keeps the metrics
-and hands escalations to the notifier. ``Operations`` carries out control requests on the loop
+``Operations`` carries out control requests on the loop
 thread (pause, resume, restart, rollback, drills) and follows each until it is done: a manual
 restart resolves once every worker was replaced, a rollback once every worker serves the target
 version; a follow-up that does not finish in time is recorded as failed.
@@ -9,9 +8,8 @@ version; a follow-up that does not finish in time is recorded as failed.
 
 from __future__ import annotations
 
-import collections
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,27 +21,20 @@ from selfheal_daemon.config import Config
 from selfheal_daemon.control.server import ActionRefused
 from selfheal_daemon.daemon import drills
 from selfheal_daemon.errors import SelfhealError
-from selfheal_daemon.lifecycle.policy import (
+from selfheal_daemon.lifecycle.events import (
     DeployRequested,
     ModelEvent,
     ModelState,
     RetrainRequested,
 )
 from selfheal_daemon.model.registry import ModelRegistry, validate_version
-from selfheal_daemon.record.audit import (
-    AuditLog,
-    IncidentBook,
-    Scope,
-    bookkeeping_record,
-    format_ts,
-)
-from selfheal_daemon.record.metrics import DaemonMetrics
+from selfheal_daemon.record.audit import Scope, format_ts
+from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.supervision.events import (
     Event,
     ManualRestart,
     ModelChanged,
     PauseHealing,
-    Report,
     ResumeHealing,
     RollbackModel,
 )
@@ -52,7 +43,6 @@ from selfheal_daemon.supervision.state import SupervisorState
 from selfheal_daemon.supervision.states import WorkerState
 
 FOLLOW_UP_S = 300.0  # a manual restart or rollback not done by then is recorded as failed
-DRIFT_POINTS = 2000  # drift scores kept for the dashboard's chart
 
 
 @dataclass(frozen=True)
@@ -62,76 +52,6 @@ class ControlRequest:
     action: str
     params: dict[str, Any]
     reply: Future[dict[str, Any]] = field(default_factory=Future, compare=False)
-
-
-class Recorder:
-    """Writes every detection, action and outcome to the audit trail, linked by incident."""
-
-    def __init__(
-        self,
-        audit: AuditLog,
-        clock: Clock,
-        metrics: DaemonMetrics,
-        on_escalated: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        self.audit = audit
-        self.book = IncidentBook(clock)
-        self.metrics = metrics
-        self.on_escalated = on_escalated
-        self.open_incidents: list[dict[str, Any]] = []  # published copy for other threads
-        # What /status and the dashboard's charts show, kept as records are written so that a
-        # poll every 2 s never re-reads the trail: the last drift and quality results by issue,
-        # and recent drift scores.
-        self.latest: dict[str, dict[str, Any]] = {}
-        self.drift_series: tuple[dict[str, Any], ...] = ()
-        self.drift_scores: collections.deque[dict[str, Any]] = collections.deque(
-            maxlen=DRIFT_POINTS
-        )
-
-    def seed(self, records: Iterable[dict[str, Any]]) -> None:
-        """Remember the last results from the trail a previous daemon wrote (once, at start)."""
-        for record in records:
-            self._remember(record)
-
-    def _remember(self, record: dict[str, Any]) -> None:
-        issue, details = record.get("issue"), record.get("details")
-        if issue not in ("data_drift", "data_quality", "performance") or not isinstance(
-            details, dict
-        ):
-            return
-        self.latest[str(issue)] = {"ts": record.get("ts"), **details}
-        score = details.get("score")
-        if issue == "data_drift" and isinstance(score, int | float):
-            self.drift_scores.append({"ts": record.get("ts"), "score": score})
-            self.drift_series = tuple(self.drift_scores)  # a copy other threads can read
-
-    def report(self, report: Report) -> dict[str, Any]:
-        return self.record(
-            report.issue,
-            report.worker,
-            detection=report.detection,
-            action=report.action or "none",
-            details=report.details,
-            outcome=report.outcome or None,
-            manual=report.manual,
-        )
-
-    def record(self, issue: str, scope: Scope, **fields: Any) -> dict[str, Any]:
-        record = self.book.record(issue, scope, **fields)
-        return self.write(record)
-
-    def write(self, record: dict[str, Any]) -> dict[str, Any]:
-        written = self.audit.write(record)
-        self._remember(written)
-        self.metrics.on_record(written)
-        self.open_incidents = self.book.open_incidents()
-        if written.get("outcome") == "escalated" and self.on_escalated is not None:
-            self.on_escalated(written)
-        return written
-
-    def bookkeeping(self, issue: str, detection: str, details: dict[str, Any]) -> None:
-        """A record that is not an incident: a daemon start or stop, a probe summary."""
-        self.write(bookkeeping_record(issue, detection, details))
 
 
 @dataclass

@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from selfheal_daemon.daemon.operations import Operations, Recorder
+from selfheal_daemon.daemon.operations import Operations
 from selfheal_daemon.lifecycle.events import ModelEvent, ModelState, Resumed
 from selfheal_daemon.record.audit import OUTCOMES, Scope
+from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.supervision.state import SupervisorState
 
 RECENT_FILES = 2  # the live audit file and the most recent rotated one

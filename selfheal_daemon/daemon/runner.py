@@ -23,6 +23,8 @@ from selfheal_daemon.model.bootstrap import ensure_model
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.alerts import Alerts
 from selfheal_daemon.record.audit import AuditLog
+from selfheal_daemon.record.metrics import DaemonMetrics
+from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.supervision.adoption import find_leftovers
 from selfheal_daemon.supervision.pool import WorkerPool
 from selfheal_daemon.supervision.probe import HealthProbe
@@ -87,9 +89,11 @@ def run_daemon(cfg: Config) -> None:
                 retain_files=cfg.audit.retain_files,
                 compress=cfg.audit.compress,
             )
+            recorder = Recorder(audit, clock, DaemonMetrics())
             alerts = Alerts(
-                cfg.notify, audit=audit, clock=clock, state_file=cfg.state_dir / "notify.json"
+                cfg.notify, recorder=recorder, clock=clock, state_file=cfg.state_dir / "notify.json"
             )
+            recorder.on_escalated = alerts.escalated
             daemon = Daemon(
                 cfg,
                 clock=clock,
@@ -98,7 +102,7 @@ def run_daemon(cfg: Config) -> None:
                 registry=registry,
                 notifier=notifier,
                 events=events,
-                audit=audit,
+                recorder=recorder,
                 adopted=adopted,
                 alerts=alerts,
             )

@@ -24,7 +24,7 @@ from typing import Any
 from loguru import logger
 
 from selfheal_daemon.errors import SelfhealError
-from selfheal_daemon.lifecycle.policy import Deploy, DeployFinished
+from selfheal_daemon.lifecycle.events import Deploy, DeployFinished
 from selfheal_daemon.lifecycle.worker_admin import swap_model
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.supervision.events import ModelChanged

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from selfheal_daemon.config import DriftConfig, PerformanceConfig, RetrainConfig
-from selfheal_daemon.supervision.events import Report
+from selfheal_daemon.record.recorder import Report
 
 # ----- events ---------------------------------------------------------------------------------
 

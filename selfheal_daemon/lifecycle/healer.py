@@ -20,10 +20,8 @@ from loguru import logger
 
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
-from selfheal_daemon.daemon.operations import Recorder
 from selfheal_daemon.lifecycle.deployer import Deployer
-from selfheal_daemon.lifecycle.monitor import CAPTURE_TIMEOUT_S, Monitor, QualityChecked
-from selfheal_daemon.lifecycle.policy import (
+from selfheal_daemon.lifecycle.events import (
     Deploy,
     DeployFinished,
     DeployRequested,
@@ -41,12 +39,13 @@ from selfheal_daemon.lifecycle.policy import (
     RetrainRequested,
     ServingChanged,
     StartRetrain,
-    decide_model,
 )
+from selfheal_daemon.lifecycle.monitor import CAPTURE_TIMEOUT_S, Monitor, QualityChecked
+from selfheal_daemon.lifecycle.policy import decide_model
 from selfheal_daemon.lifecycle.retrain_runner import RetrainRunner
 from selfheal_daemon.lifecycle.worker_admin import fetch_capture
 from selfheal_daemon.model.registry import ModelRegistry
-from selfheal_daemon.supervision.events import Report
+from selfheal_daemon.record.recorder import Recorder, Report
 from selfheal_daemon.supervision.pool import WorkerHandle, WorkerPool
 from selfheal_daemon.system.files import atomic_write_json
 

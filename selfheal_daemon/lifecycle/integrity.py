@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from selfheal_daemon.errors import SelfhealError
 from selfheal_daemon.lifecycle.events import DeployRequested
 from selfheal_daemon.model.registry import ModelRegistry
-from selfheal_daemon.supervision.events import Report
+from selfheal_daemon.record.recorder import Report
 
 ISSUE = "deployment_failure"
 DETECTION = "artifact_checksum_mismatch"

@@ -34,11 +34,11 @@ import pandas as pd
 from loguru import logger
 
 from selfheal_daemon.config import Config
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, SelfhealError
-from selfheal_daemon.lifecycle.policy import DriftChecked, PerformanceChecked
+from selfheal_daemon.lifecycle.events import DriftChecked, PerformanceChecked
 from selfheal_daemon.lifecycle.worker_admin import AdminReply
 from selfheal_daemon.model.drift import DRIFT_FILE, ReferenceSummary, check
-from selfheal_daemon.model.features import FEATURES, TARGET
 from selfheal_daemon.model.quality_io import write_table
 from selfheal_daemon.model.quality_profile import QualityProfile
 from selfheal_daemon.model.registry import ModelRegistry

@@ -66,33 +66,9 @@ from selfheal_daemon.lifecycle.retry import (
     retry_if_due,
     superseded,
 )
-from selfheal_daemon.supervision.events import Report
+from selfheal_daemon.record.recorder import Report
 
 DAY_S = 86_400.0
-__all__ = [
-    "DAY_S",
-    "Deploy",
-    "DeployFinished",
-    "DeployRequested",
-    "DriftChecked",
-    "HealingPaused",
-    "ModelAction",
-    "ModelDecision",
-    "ModelEvent",
-    "ModelPolicyConfig",
-    "ModelState",
-    "ModelTick",
-    "Note",
-    "PerformanceChecked",
-    "Resumed",
-    "RetrainFinished",
-    "RetrainRequested",
-    "ServingChanged",
-    "StartRetrain",
-    "clock_time",
-    "decide_model",
-    "retrain_blocked",
-]
 
 
 @dataclass(frozen=True)

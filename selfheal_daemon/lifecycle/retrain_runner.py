@@ -30,7 +30,7 @@ import numpy as np
 from loguru import logger
 
 from selfheal_daemon.config import Config
-from selfheal_daemon.lifecycle.policy import RetrainFinished
+from selfheal_daemon.lifecycle.events import RetrainFinished
 from selfheal_daemon.model.retrain import (
     JOB_FILE,
     PARENT_ENV,

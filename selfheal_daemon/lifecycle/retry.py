@@ -33,7 +33,7 @@ from selfheal_daemon.lifecycle.events import (
     Resumed,
     StartRetrain,
 )
-from selfheal_daemon.supervision.events import Report
+from selfheal_daemon.record.recorder import Report
 
 Result = tuple[ModelState, list[ModelAction]]
 

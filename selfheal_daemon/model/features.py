@@ -15,19 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError
-
-FEATURES: tuple[str, ...] = (
-    "MedInc",
-    "HouseAge",
-    "AveRooms",
-    "AveBedrms",
-    "Population",
-    "AveOccup",
-    "Latitude",
-    "Longitude",
-)
-TARGET = "MedHouseVal"
 
 RAW_COLUMNS: tuple[str, ...] = (
     "longitude",

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from selfheal_daemon.config import GateConfig
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, TrainingError
-from selfheal_daemon.model.features import FEATURES, TARGET
 from selfheal_daemon.model.training import evaluate
 
 __all__ = [

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from selfheal_daemon.config import GateConfig
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, TrainingError
-from selfheal_daemon.model.features import FEATURES, TARGET
 from selfheal_daemon.model.gate import Predictor, predict_rows
 
 # A recent label is suspect when it is further from the champion's prediction than this many times

@@ -32,9 +32,10 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from selfheal_daemon.config import Config
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, SelfhealError
 from selfheal_daemon.model import gate
-from selfheal_daemon.model.features import FEATURES, TARGET, load_dataset
+from selfheal_daemon.model.features import load_dataset
 from selfheal_daemon.model.label_repair import suspect_labels
 from selfheal_daemon.model.quality import check_and_repair, describe
 from selfheal_daemon.model.quality_io import (

@@ -29,9 +29,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from selfheal_daemon.config import GateConfig, TrainingConfig
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, TrainingError
 from selfheal_daemon.model.drift import DRIFT_FILE
-from selfheal_daemon.model.features import FEATURES, TARGET, fingerprint
+from selfheal_daemon.model.features import fingerprint
 from selfheal_daemon.model.registry import ModelRegistry
 
 Progress = Callable[[str], None]

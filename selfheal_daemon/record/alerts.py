@@ -15,8 +15,10 @@ from typing import Any
 from loguru import logger
 
 from selfheal_daemon.clock import Clock
-from selfheal_daemon.record.audit import AuditLog, read_records
-from selfheal_daemon.record.notify import Message, Notifier, NotifyConfig, digest_due
+from selfheal_daemon.config import NotifyConfig
+from selfheal_daemon.record.audit import bookkeeping_record, read_records
+from selfheal_daemon.record.notify import Message, Notifier, digest_due
+from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.system.files import atomic_write_json
 
 
@@ -27,13 +29,13 @@ class Alerts:
         self,
         cfg: NotifyConfig,
         *,
-        audit: AuditLog,
+        recorder: Recorder,
         clock: Clock,
         state_file: Path,
         notifier: Notifier | None = None,
     ) -> None:
         self.cfg = cfg
-        self.audit = audit
+        self.recorder = recorder
         self.clock = clock
         self.state_file = state_file
         self.notifier = notifier or Notifier(cfg, on_failure=self._failed)
@@ -46,18 +48,14 @@ class Alerts:
         self.notifier.notify_incident(record)
 
     def _failed(self, channel: str, message: Message, error: BaseException) -> None:
-        """Runs on the notifier's thread; the audit log is thread-safe."""
-        self.audit.write(
-            {
-                "incident_id": None,
-                "issue": "notification",
-                "detection": "delivery_failed",
-                "action": "gave_up",
-                "details": {"channel": channel, "subject": message.subject, "error": str(error)},
-                "outcome": "failed",
-                "manual": False,
-            }
+        """Runs on the notifier's thread; the recorder is thread-safe."""
+        record = bookkeeping_record(
+            "notification",
+            "delivery_failed",
+            {"channel": channel, "subject": message.subject, "error": str(error)},
+            action="gave_up",
         )
+        self.recorder.write({**record, "outcome": "failed"})
 
     def _last_sent(self) -> date | None:
         try:
@@ -73,7 +71,7 @@ class Alerts:
         if not digest_due(self._last_sent(), now, self.cfg.digest_hour_utc):
             return
         day = now.date() - timedelta(days=1)
-        sent = self.notifier.send_digest(read_records(self.audit.directory), day)
+        sent = self.notifier.send_digest(read_records(self.recorder.audit.directory), day)
         atomic_write_json(self.state_file, {"last_digest": now.date().isoformat()})
         logger.info("daily digest for {}: {}", day, "queued" if sent else "nothing to report")
 

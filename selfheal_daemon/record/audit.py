@@ -35,7 +35,7 @@ import secrets
 import shutil
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -371,107 +371,3 @@ class AuditLog:
         with self._lock:
             self._drain()
             self._close_handler()
-
-
-@dataclass
-class _Open:
-    incident_id: str
-    issue: str
-    opened: float  # monotonic
-    since: str  # the same moment for a person
-    drill: bool = False
-
-
-@dataclass
-class IncidentBook:
-    """Links the records of one incident: the same id from detection to resolution.
-
-    Incidents are keyed by ``(issue, scope)``: a worker slot, ``None`` for the whole service, or a
-    name (a manual action: one of each kind at a time). A resolving record closes the incident and
-    carries ``time_to_resolution_s``.
-    """
-
-    clock: Clock
-    open: dict[tuple[str, Scope], _Open] = field(default_factory=dict)
-    drills: set[tuple[str, Scope]] = field(default_factory=set)
-
-    def resume(
-        self, issue: str, scope: Scope, incident_id: str, since: str, *, drill: bool = False
-    ) -> None:
-        """Continue an incident a previous daemon opened: the next records of ``(issue, scope)``
-        carry ``incident_id``, and its resolution time counts from ``since`` (its first record's
-        ``ts``)."""
-        try:
-            age = max(0.0, (self.clock.utcnow() - parse_ts(since)).total_seconds())
-        except ValueError:
-            age = 0.0
-        opened = self.clock.monotonic() - age
-        self.open[(issue, scope)] = _Open(incident_id, issue, opened, since, drill)
-
-    def close(self, issue: str, scope: Scope) -> None:
-        """The incident ``(issue, scope)`` ended without a resolution (escalated, nothing more to
-        do): the next record of that key opens a new incident."""
-        self.open.pop((issue, scope), None)
-
-    def expect_drill(self, issue: str, scope: Scope) -> None:
-        """The next incident ``(issue, scope)`` to open is one a drill injects."""
-        self.drills.add((issue, scope))
-
-    def incident_for(self, issue: str, scope: Scope, *, drill: bool = False) -> _Open:
-        key = (issue, scope)
-        if key not in self.open:
-            moment = self.clock.utcnow()
-            drill = drill or key in self.drills
-            self.drills.discard(key)
-            self.open[key] = _Open(
-                new_incident_id(moment), issue, self.clock.monotonic(), format_ts(moment), drill
-            )
-        return self.open[key]
-
-    def record(
-        self,
-        issue: str,
-        scope: Scope,
-        *,
-        detection: str,
-        action: str,
-        details: Mapping[str, Any] | None = None,
-        outcome: str | None = None,
-        manual: bool = False,
-        drill: bool = False,
-    ) -> dict[str, Any]:
-        """The record of one step of incident ``(issue, scope)``; a resolved one closes it."""
-        if outcome is not None and outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {outcome!r}")
-        incident = self.incident_for(issue, scope, drill=drill)
-        body: dict[str, Any] = {"worker": scope} if isinstance(scope, int) else {}
-        body.update(details or {})
-        record: dict[str, Any] = {
-            "incident_id": incident.incident_id,
-            "issue": issue,
-            "detection": detection,
-            "action": action,
-            "details": body,
-            "outcome": outcome,
-            "manual": manual,
-        }
-        if outcome == "resolved":
-            elapsed = self.clock.monotonic() - incident.opened
-            record["time_to_resolution_s"] = round(elapsed, 3)
-        if outcome in ("resolved", "failed"):  # skipped and escalated stay open until resolved
-            del self.open[(issue, scope)]
-        if incident.drill:
-            record["drill"] = True
-        return record
-
-    def open_incidents(self) -> list[dict[str, Any]]:
-        """What is still being handled (or escalated and not yet resolved), oldest first."""
-        return [
-            {
-                "incident_id": o.incident_id,
-                "issue": o.issue,
-                "worker": scope if isinstance(scope, int) else None,
-                "since": o.since,
-            }
-            for (_, scope), o in sorted(self.open.items(), key=lambda item: item[1].opened)
-        ]

@@ -11,9 +11,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from selfheal_daemon.supervision.state import SupervisorState
-from selfheal_daemon.supervision.states import WorkerState
-
 RESOLUTION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 BOOKKEEPING = frozenset({"availability", "lifecycle"})
 
@@ -95,16 +92,19 @@ class DaemonMetrics:
     def on_restart(self) -> None:
         self.restarts.inc()
 
-    def on_state(self, state: SupervisorState) -> None:
-        self.workers_ready.set(sum(s.state is WorkerState.READY for s in state.workers))
-        self.workers_total.set(len(state.workers))
-        self.paused.set(1 if state.paused else 0)
-        self.crash_loop.set(1 if state.in_crash_loop else 0)
-        if state.serving != self._version:
+    def on_supervision(
+        self, *, ready: int, slots: int, paused: bool, crash_loop: bool, serving: str
+    ) -> None:
+        """The supervisor's state after a decision: workers ready of ``slots``, the version."""
+        self.workers_ready.set(ready)
+        self.workers_total.set(slots)
+        self.paused.set(1 if paused else 0)
+        self.crash_loop.set(1 if crash_loop else 0)
+        if serving != self._version:
             if self._version:
                 self.model.remove(self._version)
-            self._version = state.serving
-            self.model.labels(state.serving).set(1)
+            self._version = serving
+            self.model.labels(serving).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,8 +7,9 @@ them and reports what happened as further events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+
+from selfheal_daemon.record.recorder import Report
 
 # ----- events (observations) ------------------------------------------------------------------
 
@@ -186,23 +187,6 @@ class ConfirmModel:
     """``version`` has served stably: make it ``last_good``."""
 
     version: str
-
-
-@dataclass(frozen=True)
-class Report:
-    """A detection or an outcome worth recording (the audit trail's input).
-
-    ``outcome`` is empty for a detection still being handled, else ``resolved``, ``failed``,
-    ``skipped`` (the reason in details) or ``escalated``. ``action`` names what was done about it.
-    """
-
-    issue: str
-    detection: str
-    worker: int | None
-    details: dict[str, Any] = field(default_factory=dict)
-    outcome: str = ""
-    action: str = ""
-    manual: bool = False
 
 
 Action = StartWorker | StopWorker | RollbackModel | ConfirmModel | Report

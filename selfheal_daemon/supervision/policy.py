@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from selfheal_daemon.record.recorder import Report
 from selfheal_daemon.supervision.events import (
     Action,
     ConfirmModel,
@@ -36,7 +37,6 @@ from selfheal_daemon.supervision.events import (
     ModelChanged,
     PauseHealing,
     ProbeResult,
-    Report,
     ResourceSample,
     ResumeHealing,
     RollbackModel,

@@ -220,7 +220,7 @@ def test_install_lays_out_the_tree(installed: Install) -> None:
     assert "home = /usr/bin" in (current / "pyvenv.cfg").read_text()
     assert "compiled=1" in (current / "INSTALL-INFO").read_text()
     (package,) = current.glob("lib/python3*/site-packages/selfheal_daemon")
-    assert list((package / "__pycache__").glob("runner.*.pyc"))
+    assert list((package / "daemon" / "__pycache__").glob("runner.*.pyc"))
 
     config = installed.config.read_text()
     assert 'state_dir = "/var/lib/selfheal"' in config

@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from selfheal_daemon.daemon.drills import drifted_frame
-from selfheal_daemon.model.features import FEATURES, TARGET, load_dataset
+from selfheal_daemon.defaults import FEATURES, TARGET
+from selfheal_daemon.model.features import load_dataset
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.audit import read_records
 from tests.helpers import wait_until

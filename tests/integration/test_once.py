@@ -16,7 +16,8 @@ import psutil
 import pytest
 
 from selfheal_daemon.daemon.drills import drifted_frame
-from selfheal_daemon.model.features import TARGET, load_dataset
+from selfheal_daemon.defaults import TARGET
+from selfheal_daemon.model.features import load_dataset
 from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
 from selfheal_daemon.record.audit import read_records
 

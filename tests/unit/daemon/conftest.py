@@ -43,6 +43,6 @@ def registered(registry: ModelRegistry, small_frame: pd.DataFrame) -> tuple[Mode
 
 
 def probe_rows(frame: pd.DataFrame, n: int = 5) -> np.ndarray:
-    from selfheal_daemon.model.features import FEATURES
+    from selfheal_daemon.defaults import FEATURES
 
     return frame[list(FEATURES)].to_numpy(dtype="float64")[:n]

@@ -21,7 +21,6 @@ import pytest
 from selfheal_daemon.record.audit import (
     AUDIT_FILE,
     AuditLog,
-    IncidentBook,
     ReadStats,
     audit_files,
     format_ts,
@@ -30,6 +29,7 @@ from selfheal_daemon.record.audit import (
     read_records,
     repair_tail,
 )
+from selfheal_daemon.record.recorder import IncidentBook
 from tests.fakes import FakeClock
 
 ROOT = Path(__file__).resolve().parents[3]

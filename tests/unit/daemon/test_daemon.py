@@ -10,6 +10,8 @@ from typing import Any
 from selfheal_daemon.config import parse_config
 from selfheal_daemon.daemon.loop import TICK_S, Daemon
 from selfheal_daemon.record.audit import AuditLog
+from selfheal_daemon.record.metrics import DaemonMetrics
+from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.supervision.events import (
     ConfirmModel,
     ModelChanged,
@@ -38,7 +40,7 @@ def build(
     daemon = Daemon(
         cfg,
         clock=clock,
-        audit=AuditLog(cfg.audit_dir, clock=clock),
+        recorder=Recorder(AuditLog(cfg.audit_dir, clock=clock), clock, DaemonMetrics()),
         pool=pool or FakePool(),  # type: ignore[arg-type]
         probe=HealthProbe(0.1),
         registry=registry or FakeRegistry(),  # type: ignore[arg-type]
@@ -115,9 +117,9 @@ def test_systemd_hears_ready_once_all_workers_serve_then_status_changes(tmp_path
 def test_recorder_remembers_the_last_checks_from_the_trail_and_new_records(tmp_path: Path) -> None:
     """The last drift and quality results and the drift scores come from the trail once at start
     and then from each record written, so /status never re-reads the files."""
-    from selfheal_daemon.daemon.operations import Recorder
     from selfheal_daemon.record.audit import read_records
     from selfheal_daemon.record.metrics import DaemonMetrics
+    from selfheal_daemon.record.recorder import Recorder
 
     clock = FakeClock()
     first = Recorder(AuditLog(tmp_path, clock=clock), clock, DaemonMetrics())

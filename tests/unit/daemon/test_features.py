@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError
 from selfheal_daemon.model.features import (
     BUNDLED_ROWS,
-    FEATURES,
-    TARGET,
     derive_features,
     fingerprint,
     load_bundled_raw,

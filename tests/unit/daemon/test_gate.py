@@ -13,8 +13,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from selfheal_daemon.config import GateConfig, TrainingConfig
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError
-from selfheal_daemon.model.features import FEATURES, TARGET
 from selfheal_daemon.model.gate import (
     TEST_NAMES,
     GateVerdict,

@@ -11,7 +11,7 @@ from sklearn.dummy import DummyRegressor
 from selfheal_daemon.lifecycle.events import DeployRequested
 from selfheal_daemon.lifecycle.integrity import IntegrityChecked, SetLastGood, decide, inspect
 from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
-from selfheal_daemon.supervision.events import Report
+from selfheal_daemon.record.recorder import Report
 
 NONE: frozenset[tuple[str, str]] = frozenset()
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from selfheal_daemon.config import DriftConfig, PerformanceConfig, RetrainConfig
-from selfheal_daemon.lifecycle.policy import (
-    DAY_S,
+from selfheal_daemon.lifecycle.events import (
     Deploy,
     DeployFinished,
     DeployRequested,
@@ -28,9 +27,9 @@ from selfheal_daemon.lifecycle.policy import (
     RetrainRequested,
     ServingChanged,
     StartRetrain,
-    decide_model,
 )
-from selfheal_daemon.supervision.events import Report
+from selfheal_daemon.lifecycle.policy import DAY_S, decide_model
+from selfheal_daemon.record.recorder import Report
 
 CFG = ModelPolicyConfig(
     drift=DriftConfig(consecutive=2),

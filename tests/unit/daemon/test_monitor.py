@@ -15,10 +15,10 @@ import pytest
 
 from selfheal_daemon.config import Config, parse_config
 from selfheal_daemon.daemon.drills import drifted_frame
+from selfheal_daemon.defaults import FEATURES, TARGET
+from selfheal_daemon.lifecycle.events import DriftChecked, PerformanceChecked
 from selfheal_daemon.lifecycle.monitor import Monitor, QualityChecked
-from selfheal_daemon.lifecycle.policy import DriftChecked, PerformanceChecked
 from selfheal_daemon.lifecycle.worker_admin import AdminReply
-from selfheal_daemon.model.features import FEATURES, TARGET
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.supervision.pool import WorkerHandle
 

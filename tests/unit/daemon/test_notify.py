@@ -23,11 +23,11 @@ from loguru import logger
 from pydantic import ValidationError
 from tenacity import RetryCallState
 
+from selfheal_daemon.config import NotifyConfig
 from selfheal_daemon.errors import ConfigError
 from selfheal_daemon.record.notify import (
     Message,
     Notifier,
-    NotifyConfig,
     NotifyError,
     digest_due,
     digest_summary,

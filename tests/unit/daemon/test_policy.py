@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 
 from selfheal_daemon.config import ProbeConfig, RestartConfig
+from selfheal_daemon.record.recorder import Report
 from selfheal_daemon.supervision.events import (
     Event,
     ProbeResult,
-    Report,
     ShutdownRequested,
     StartRequested,
     StartWorker,
@@ -21,13 +21,8 @@ from selfheal_daemon.supervision.events import (
     WorkerSpawned,
     WorkerStartTimedOut,
 )
-from selfheal_daemon.supervision.policy import (
-    Decision,
-    PolicyConfig,
-    SupervisorState,
-    backoff_delay,
-    decide,
-)
+from selfheal_daemon.supervision.policy import decide
+from selfheal_daemon.supervision.state import Decision, PolicyConfig, SupervisorState, backoff_delay
 from selfheal_daemon.supervision.states import WorkerState
 from tests.fakes import FakeClock
 

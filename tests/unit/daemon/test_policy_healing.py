@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 
 from selfheal_daemon.config import ProbeConfig, ResourcesConfig, RestartConfig
+from selfheal_daemon.record.recorder import Report
 from selfheal_daemon.supervision.events import (
     ConfirmModel,
     ManualRestart,
     ModelChanged,
-    Report,
     ResourceSample,
     RollbackModel,
     ShutdownRequested,
@@ -24,7 +24,7 @@ from selfheal_daemon.supervision.events import (
     WorkerExited,
     WorkerReady,
 )
-from selfheal_daemon.supervision.policy import PolicyConfig, SupervisorState, backoff_delay
+from selfheal_daemon.supervision.state import PolicyConfig, SupervisorState, backoff_delay
 from selfheal_daemon.supervision.states import WorkerState
 from tests.unit.daemon.test_policy import Driver
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from selfheal_daemon.config import ProbeConfig, ResourcesConfig, RestartConfig
+from selfheal_daemon.record.recorder import Report
 from selfheal_daemon.supervision.events import (
     Action,
     ConfirmModel,
@@ -17,7 +18,6 @@ from selfheal_daemon.supervision.events import (
     ModelChanged,
     PauseHealing,
     ProbeResult,
-    Report,
     ResourceSample,
     ResumeHealing,
     RollbackModel,
@@ -27,7 +27,7 @@ from selfheal_daemon.supervision.events import (
     WorkerExited,
     WorkerReady,
 )
-from selfheal_daemon.supervision.policy import Decision, PolicyConfig, SupervisorState
+from selfheal_daemon.supervision.state import Decision, PolicyConfig, SupervisorState
 from selfheal_daemon.supervision.states import WorkerState
 from tests.unit.daemon.test_policy import Driver
 

@@ -14,11 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError
-from selfheal_daemon.model.features import FEATURES, TARGET
 from selfheal_daemon.model.quality import (
-    ColumnProfile,
-    QualityProfile,
     QualityResult,
     check_and_repair,
     describe,
@@ -31,6 +29,7 @@ from selfheal_daemon.model.quality_io import (
     quarantine_write,
     read_batch,
 )
+from selfheal_daemon.model.quality_profile import ColumnProfile, QualityProfile
 
 NAMES = ("a", "b", "c", "d")
 NOW = datetime(2026, 11, 27, 10, 0, 0, 123000, tzinfo=UTC)

@@ -16,6 +16,8 @@ from selfheal_daemon.daemon.loop import Daemon
 from selfheal_daemon.daemon.resume import Found, Previous, Unfinished
 from selfheal_daemon.lifecycle.events import ModelState, Resumed, RetrainFinished
 from selfheal_daemon.record.audit import AuditLog, read_records
+from selfheal_daemon.record.metrics import DaemonMetrics
+from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.supervision.probe import HealthProbe
 from tests.fakes import FakeClock, FakeNotifier, FakePool, FakeRegistry
 
@@ -158,7 +160,7 @@ def daemon_with(tmp: Path, clock: FakeClock) -> Daemon:
     return Daemon(
         cfg,
         clock=clock,
-        audit=AuditLog(cfg.audit_dir, clock=clock),
+        recorder=Recorder(AuditLog(cfg.audit_dir, clock=clock), clock, DaemonMetrics()),
         pool=FakePool(version="v2"),  # type: ignore[arg-type]
         probe=HealthProbe(0.1),
         registry=FakeRegistry(),  # type: ignore[arg-type]

@@ -16,10 +16,10 @@ import pandas as pd
 import psutil
 
 from selfheal_daemon.config import Config, parse_config
+from selfheal_daemon.defaults import FEATURES
 from selfheal_daemon.errors import DataError, RegistryError
-from selfheal_daemon.lifecycle.policy import RetrainFinished
+from selfheal_daemon.lifecycle.events import RetrainFinished
 from selfheal_daemon.lifecycle.retrain_runner import RetrainRunner, _read_result
-from selfheal_daemon.model.features import FEATURES
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.retrain import JOB_FILE, PARENT_ENV, RESULT_FILE, error_result
 from tests.helpers import wait_until

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from selfheal_daemon.config import GateConfig
+from selfheal_daemon.defaults import TARGET
 from selfheal_daemon.errors import DataError, TrainingError
-from selfheal_daemon.model.features import TARGET
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.training import check_gate, split, train, train_and_register
 from tests.unit.daemon.conftest import FAST_TRAINING

@@ -14,7 +14,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from selfheal_daemon.model.features import FEATURES, TARGET, load_dataset
+from selfheal_daemon.defaults import FEATURES, TARGET
+from selfheal_daemon.model.features import load_dataset
 from selfheal_daemon.model.registry import ModelRegistry
 from service.app import create_app
 from service.model_store import ModelStore

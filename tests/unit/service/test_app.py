@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient  # conftest imported it first, muting its warning
 from starlette.types import Message
 
-from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.defaults import FEATURES
 from selfheal_daemon.model.registry import ModelRegistry
 from service.app import create_app
 from service.model_store import ModelStore

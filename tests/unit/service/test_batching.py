@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.defaults import FEATURES
 from selfheal_daemon.model.registry import LoadedModel
 from service.app import create_app
 from service.batching import Batcher, ModelOutputError

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.defaults import FEATURES
 from service.app import create_app
 from service.capture import Capture, CaptureSlice, RequestIds, render_slice
 from service.model_store import ModelStore

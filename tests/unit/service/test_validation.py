@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selfheal_daemon.model.features import FEATURES
+from selfheal_daemon.defaults import FEATURES
 from service.validation import InputError, parse_predict_body
 
 ROW: dict[str, float] = {
