@@ -38,6 +38,7 @@ browser:
 test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check selfheal_daemon service tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 # The fault and abuse suite alone (it runs in `make test` too): its figures go to
@@ -49,6 +50,7 @@ chaos: $(VENV)/.installed-test browser
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check selfheal_daemon service tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # Every benchmark, each against its baseline, in one run (about 15 min; QUICK=1: every comparison,
 # tiny, in a few minutes, written to bench/out/): bench/results.json and the summary at the top of

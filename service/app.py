@@ -61,6 +61,7 @@ from loguru import logger
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from selfheal_daemon import contracts
 from service.batching import Batcher, ModelOutputError
 from service.body_limit import BodyLimitMiddleware
 from service.capture import Capture, RequestIds, iter_slice_json
@@ -89,7 +90,6 @@ from service.validation import (
 
 NO_MODEL = "no model loaded"
 INLINE_PARSE_BYTES = 16_384  # about 70 rows: parsed on the event loop; larger bodies on a thread
-ADMIN_PREFIX = "/admin"
 
 
 def create_app(
@@ -173,12 +173,12 @@ def create_app(
     # Added after the routes so the metrics know their paths; the last added is outermost, so
     # the metrics also count the body limiter's 400s and 413s, and the admin guard's 404s (as
     # "unmatched": admin paths are not known paths to a request from TCP).
-    app.add_middleware(PrivateOnlyMiddleware, prefix=ADMIN_PREFIX)
+    app.add_middleware(PrivateOnlyMiddleware, prefix=contracts.ADMIN_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     known_paths = frozenset(
         route.path
         for route in app.routes
-        if isinstance(route, APIRoute) and not _under(route.path, ADMIN_PREFIX)
+        if isinstance(route, APIRoute) and not _under(route.path, contracts.ADMIN_PREFIX)
     )
     if settings.observe:
         app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
@@ -202,13 +202,13 @@ def _probe_router(parts: _Parts) -> APIRouter:
     router = APIRouter()
     settings, store, metrics = parts.settings, parts.store, parts.metrics
 
-    @router.get("/health", response_model=HealthResponse)
+    @router.get(contracts.HEALTH_PATH, response_model=HealthResponse)
     async def health() -> dict[str, Any]:
         """Liveness: answers 200 whenever the process can answer at all."""
         return {"status": "ok", "pid": os.getpid(), "worker": settings.worker_id}
 
     @router.get(
-        "/ready",
+        contracts.READY_PATH,
         response_model=ReadyResponse,
         responses={503: {"model": MessageErrorResponse, "description": "Not ready"}},
     )
@@ -218,7 +218,7 @@ def _probe_router(parts: _Parts) -> APIRouter:
         if loaded is None:
             reason = NO_MODEL if store.last_error is None else f"{NO_MODEL}: {store.last_error}"
             raise HTTPException(status_code=503, detail=reason)
-        return {"status": "ready", "model_version": loaded.version}
+        return {"status": "ready", contracts.READY_VERSION: loaded.version}
 
     @router.get(
         "/model",
@@ -307,10 +307,10 @@ async def _predict_feedback(
 
 def _admin_router(parts: _Parts) -> APIRouter:
     """The daemon's routes; ``PrivateOnlyMiddleware`` hides them from the TCP listener."""
-    router = APIRouter(prefix=ADMIN_PREFIX, include_in_schema=False)
+    router = APIRouter(include_in_schema=False)
     settings, store, registry, metrics = parts.settings, parts.store, parts.registry, parts.metrics
 
-    @router.get("/capture")
+    @router.get(contracts.ADMIN_CAPTURE_PATH)
     async def admin_capture(
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int | None, Query(ge=1)] = None,
@@ -323,7 +323,7 @@ def _admin_router(parts: _Parts) -> APIRouter:
         pieces = iter_slice_json(found, settings.worker_id, os.getpid())
         return StreamingResponse(pieces, media_type="application/json")
 
-    @router.post("/model")
+    @router.post(contracts.ADMIN_MODEL_PATH)
     async def admin_model(swap: ModelSwapRequest) -> dict[str, Any]:
         """Serve another version: load, verify, smoke-test, swap; the old one serves meanwhile."""
         if registry is None:

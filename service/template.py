@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import random
 import signal
@@ -37,16 +36,15 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from selfheal_daemon import contracts
 from selfheal_daemon.model.registry import ModelRegistry
 from service.model_store import ModelStore
 from service.serve import serve
 from service.worker import EXIT_MODEL_LOAD_FAILED, add_common_arguments, load_store, settings_from
 
-MAX_MESSAGE = 65536
-
 
 def _send(ctrl: socket.socket, message: dict[str, Any]) -> None:
-    ctrl.send(json.dumps(message).encode())
+    ctrl.send(contracts.encode(message))
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,9 @@ def fork_worker(ctrl: socket.socket, plan: WorkerPlan, worker: int, uds: Path) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.template", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {contracts.TEMPLATE_MODULE}", description=__doc__
+    )
     add_common_arguments(parser)
     parser.add_argument(
         "--control-fd", type=int, required=True, help="SOCK_SEQPACKET to the daemon"
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     # at a time, measured as a p99 spike) and does not touch, and so copy, the shared pages.
     gc.freeze()
     try:
-        _send(ctrl, {"event": "ready", "pid": os.getpid(), "version": args.version})
+        _send(ctrl, contracts.ready_message(os.getpid(), args.version))
         return _serve_forks(ctrl, plan, args.version)
     except OSError:
         return 0  # the daemon stopped (or replaced us) while we loaded or answered: nobody to tell
@@ -139,22 +139,19 @@ def main(argv: list[str] | None = None) -> int:
 def _serve_forks(ctrl: socket.socket, plan: WorkerPlan, version: str) -> int:
     """Fork a worker for every request until the daemon closes the control socket."""
     while True:
-        data = ctrl.recv(MAX_MESSAGE)
+        data = ctrl.recv(contracts.MAX_MESSAGE)
         if not data:
             return 0  # the daemon is gone; our workers carry on without us
-        request = json.loads(data)
-        if request.get("op") != "fork":
+        request = contracts.decode(data)
+        if request.get("op") != contracts.FORK:
             continue
         worker, seq = int(request["worker"]), request.get("seq")
         try:
             pid = fork_worker(ctrl, plan, worker, Path(request["uds"]))
         except OSError as exc:
-            _send(ctrl, {"event": "fork_failed", "worker": worker, "seq": seq, "error": str(exc)})
+            _send(ctrl, contracts.fork_failed_message(worker, seq, str(exc)))
             continue
-        _send(
-            ctrl,
-            {"event": "forked", "worker": worker, "pid": pid, "seq": seq, "version": version},
-        )
+        _send(ctrl, contracts.forked_message(worker, pid, seq, version))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
+from selfheal_daemon import contracts
 from selfheal_daemon.model.registry import ModelRegistry
 from service.model_store import ModelStore
 from service.serve import serve
@@ -77,7 +78,9 @@ def load_store(registry: Path, version: str, who: str) -> ModelStore | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {contracts.WORKER_MODULE}", description=__doc__
+    )
     add_common_arguments(parser)
     parser.add_argument("--uds", type=Path, required=True, help="private unix socket path")
     parser.add_argument("--worker-id", type=int, default=0)

@@ -31,6 +31,7 @@ import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
 
+from selfheal_daemon import contracts
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
 from selfheal_daemon.daemon import resume
@@ -151,7 +152,7 @@ class Executor:
             handle = self.pool.handle(pid)
             if handle is None:
                 return  # it exited; the exit watcher reports that
-            if self.probe.check(handle.uds, "/ready").ok:
+            if self.probe.check(handle.uds, contracts.READY_PATH).ok:
                 self.post(WorkerReady(worker, pid))
                 return
             time.sleep(READY_POLL_S)

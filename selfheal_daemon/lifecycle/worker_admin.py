@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from selfheal_daemon import contracts
+
 
 @dataclass(frozen=True)
 class AdminReply:
@@ -45,9 +47,12 @@ def _call(uds: Path, method: str, path: str, timeout_s: float, **kwargs: Any) ->
 
 def swap_model(uds: Path, version: str, timeout_s: float) -> AdminReply:
     """Ask the worker at ``uds`` to serve ``version``; ok once it does."""
-    return _call(uds, "POST", "/admin/model", timeout_s, json={"version": version})
+    return _call(
+        uds, "POST", contracts.ADMIN_MODEL_PATH, timeout_s, json=contracts.swap_request(version)
+    )
 
 
 def fetch_capture(uds: Path, after: int, timeout_s: float, limit: int = 100_000) -> AdminReply:
     """What the worker captured after sequence number ``after``."""
-    return _call(uds, "GET", "/admin/capture", timeout_s, params={"after": after, "limit": limit})
+    query = contracts.capture_query(after, limit)
+    return _call(uds, "GET", contracts.ADMIN_CAPTURE_PATH, timeout_s, params=query)

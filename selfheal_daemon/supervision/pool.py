@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 from loguru import logger
 
+from selfheal_daemon import contracts
 from selfheal_daemon.errors import ServiceStartError
 from selfheal_daemon.supervision.events import Event, WorkerExited, WorkerSpawned
 from selfheal_daemon.supervision.template import TemplateProcess, TemplateSpec
@@ -171,7 +172,7 @@ class WorkerPool:
     def _on_template(self, message: dict[str, Any]) -> None:
         event = message.get("event")
         with self._lock:
-            if event == "ready":
+            if event == contracts.READY:
                 if message.get("version") != self.version:
                     return  # a template for a version we no longer serve
                 self._template_ready = True
@@ -179,10 +180,10 @@ class WorkerPool:
                 unsent, self._unsent = self._unsent, []
                 for seq in unsent:
                     self._send(seq)
-            elif event == "forked":
+            elif event == contracts.FORKED:
                 version = str(message.get("version", self.version))
                 self._forked(int(message["seq"]), int(message["pid"]), version)
-            elif event == "fork_failed":
+            elif event == contracts.FORK_FAILED:
                 worker, _uds = self._requests.pop(int(message["seq"]), (message["worker"], None))
                 self._post(WorkerExited(int(worker), None, None, detail=str(message.get("error"))))
             elif event == "exited":

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from selfheal_daemon import contracts
+
 
 @dataclass(frozen=True)
 class ProbeOutcome:
@@ -48,7 +50,7 @@ class HealthProbe:
         self._clients[uds] = client
         return client
 
-    def check(self, uds: Path, path: str = "/health") -> ProbeOutcome:
+    def check(self, uds: Path, path: str = contracts.HEALTH_PATH) -> ProbeOutcome:
         """Probe ``path`` on the worker at ``uds``; never raises."""
         started = time.monotonic()
         if (
@@ -71,8 +73,9 @@ class HealthProbe:
         if not uds.exists():
             return None
         try:
-            response = self._client(uds).get("/ready")
-            version = response.json().get("model_version") if response.status_code == 200 else None
+            response = self._client(uds).get(contracts.READY_PATH)
+            body = response.json()
+            version = body.get(contracts.READY_VERSION) if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, AttributeError):
             return None
         return version if isinstance(version, str) else None

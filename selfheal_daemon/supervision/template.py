@@ -10,7 +10,6 @@ as a message. Closing our end of the pair makes the template exit; workers it fo
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from typing import Any
 
 from loguru import logger
 
-MAX_MESSAGE = 65536
+from selfheal_daemon import contracts
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class TemplateProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         theirs.set_inheritable(True)
         argv = [
-            sys.executable, "-m", "service.template",
+            sys.executable, "-m", contracts.TEMPLATE_MODULE,
             "--fd", str(self.spec.listen_fd),
             "--control-fd", str(theirs.fileno()),
             "--registry", str(self.spec.registry_dir),
@@ -113,8 +112,7 @@ class TemplateProcess:
             ctrl = self._ctrl
         if ctrl is None:
             raise OSError("the worker template is not running")
-        message = {"op": "fork", "worker": worker, "uds": str(uds), "seq": seq}
-        ctrl.send(json.dumps(message).encode())
+        ctrl.send(contracts.encode(contracts.fork_request(worker, uds, seq)))
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Close the control socket (the template exits on its own), then make sure it did.
@@ -141,13 +139,13 @@ class TemplateProcess:
     def _read(self, popen: subprocess.Popen[bytes], ctrl: socket.socket) -> None:
         while True:
             try:
-                data = ctrl.recv(MAX_MESSAGE)
+                data = ctrl.recv(contracts.MAX_MESSAGE)
             except OSError:
                 data = b""
             if not data:
                 break
             try:
-                message = json.loads(data)
+                message = contracts.decode(data)
             except ValueError:
                 logger.error("unreadable message from the worker template: {!r}", data[:200])
                 continue
