@@ -33,7 +33,7 @@ class DaemonControl:
     # ----- reads -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         d = self.daemon
-        state = d._snapshot
+        state = d.snapshot
         now = d.clock.monotonic()
         workers = []
         for slot in state.workers:

@@ -210,7 +210,7 @@ class Daemon:
             cfg.service.workers, serving=pool.version, last_good=registry.alias("last_good")
         )
         self._adopted = adopted or []
-        self._snapshot = self.state
+        self._published = self.state
         self.healing = Healing(
             cfg,
             clock=clock,
@@ -220,7 +220,7 @@ class Daemon:
             apply=self.executor.apply,
             recorder=self.recorder,
             ready_handles=self.ready_handles,
-            serving=lambda: self._snapshot.serving,
+            serving=lambda: self.snapshot.serving,
             initial=ModelState(serving=self.state.serving, last_good=self.state.last_good),
         )
         self.operations = Operations(
@@ -269,7 +269,7 @@ class Daemon:
     def _ready_workers(self) -> list[tuple[int, int]]:
         return [
             (s.worker, s.pid)
-            for s in self._snapshot.workers
+            for s in self.snapshot.workers
             if s.state is WorkerState.READY and s.pid is not None
         ]
 
@@ -420,6 +420,12 @@ class Daemon:
         )
         return resume.plan(resume.unfinished(records), found, resume.previous_run(records))
 
+    @property
+    def snapshot(self) -> SupervisorState:
+        """The supervisor's state as of the last decision: immutable, safe to read from any
+        thread (``state`` is the loop's own and may be mid-decision)."""
+        return self._published
+
     def uptime_s(self) -> float:
         return self.clock.monotonic() - self._started_mono
 
@@ -456,7 +462,7 @@ class Daemon:
             self._probes[1] += event.ok
             self.metrics.on_probe(event.worker, event.ok, event.latency_s)
         decision = decide(event, self.state, self.clock.monotonic(), self.policy_cfg)
-        self.state = self._snapshot = decision.state
+        self.state = self._published = decision.state
         if isinstance(event, WorkerSpawned):
             self.executor.watch_ready(event.worker, event.pid)
         for action in decision.actions:

@@ -33,7 +33,7 @@ import pandas as pd
 from selfheal_daemon.config import GateConfig
 from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, TrainingError
-from selfheal_daemon.model.training import evaluate
+from selfheal_daemon.model.metrics import METRIC_NAMES, evaluate
 
 __all__ = [
     "BATCH_ROWS",
@@ -42,9 +42,11 @@ __all__ = [
     "Predictor",
     "ProbeSet",
     "TestResult",
+    "check_threshold",
     "judge",
     "model_tests",
     "predict_rows",
+    "threshold_failure",
 ]
 
 Timer = Callable[[], float]
@@ -54,7 +56,6 @@ BATCH_ROWS = 1000
 # busy machine. The 1000-row batch is timed three times for the same reason.
 SINGLE_REPEATS = 21
 BATCH_REPEATS = 3
-METRIC_NAMES: tuple[str, ...] = ("r2", "mae", "rmse")
 
 
 class Predictor(Protocol):
@@ -208,6 +209,21 @@ def model_tests(
     )
 
 
+def threshold_failure(metrics: Mapping[str, float], cfg: GateConfig, who: str) -> str | None:
+    """The gate's absolute threshold, its one definition: why ``who`` fails it, or None."""
+    if metrics["r2"] < cfg.min_r2:
+        return f"{who} R2 {metrics['r2']:.3f} is below the gate's minimum {cfg.min_r2:.2f}"
+    return None
+
+
+def check_threshold(metrics: Mapping[str, float], cfg: GateConfig) -> None:
+    """``TrainingError`` unless a model's holdout metrics clear the absolute threshold (the first
+    model, which has no champion to be judged against, is held to this alone)."""
+    failure = threshold_failure(metrics, cfg, "model")
+    if failure is not None:
+        raise TrainingError(failure)
+
+
 def judge(  # noqa: PLR0917 - the agreed API passes the six inputs positionally
     candidate: Predictor,
     champion: Predictor | None,
@@ -225,10 +241,8 @@ def judge(  # noqa: PLR0917 - the agreed API passes the six inputs positionally
     cand, error = _measure(candidate, holdout_x, holdout_y)
     if error is not None:
         reasons.append(f"candidate's holdout metrics cannot be measured: {error}")
-    elif cand["r2"] < cfg.min_r2:
-        reasons.append(
-            f"candidate R2 {cand['r2']:.3f} is below the gate's minimum {cfg.min_r2:.2f}"
-        )
+    elif (failure := threshold_failure(cand, cfg, "candidate")) is not None:
+        reasons.append(failure)
 
     champ: dict[str, float] | None = None
     if champion is not None:

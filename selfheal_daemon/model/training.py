@@ -24,15 +24,16 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from selfheal_daemon.config import GateConfig, TrainingConfig
 from selfheal_daemon.defaults import FEATURES, TARGET
-from selfheal_daemon.errors import DataError, TrainingError
+from selfheal_daemon.errors import DataError
 from selfheal_daemon.model.drift import DRIFT_FILE
 from selfheal_daemon.model.features import fingerprint
+from selfheal_daemon.model.gate import check_threshold
+from selfheal_daemon.model.metrics import evaluate
 from selfheal_daemon.model.registry import ModelRegistry
 
 Progress = Callable[[str], None]
@@ -71,18 +72,6 @@ def build_pipeline(cfg: TrainingConfig) -> Pipeline:
             ),
         ]
     )
-
-
-def evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """R2, MAE and RMSE of ``model`` on (x, y); MAE and RMSE are in the target's unit ($100,000)."""
-    pred = model.predict(x)
-    if not np.all(np.isfinite(pred)):
-        raise TrainingError("model produced non-finite predictions on the holdout")
-    return {
-        "r2": float(r2_score(y, pred)),
-        "mae": float(mean_absolute_error(y, pred)),
-        "rmse": float(np.sqrt(mean_squared_error(y, pred))),
-    }
 
 
 def split(
@@ -175,14 +164,6 @@ def train(
     )
 
 
-def check_gate(metrics: dict[str, float], gate: GateConfig) -> None:
-    """Raise TrainingError unless the holdout R2 clears the absolute threshold."""
-    if metrics["r2"] < gate.min_r2:
-        raise TrainingError(
-            f"model R2 {metrics['r2']:.3f} is below the gate's minimum {gate.min_r2:.2f}"
-        )
-
-
 def train_and_register(
     registry: ModelRegistry,
     frame: pd.DataFrame,
@@ -196,7 +177,7 @@ def train_and_register(
 ) -> tuple[str, TrainResult]:
     """Train, check the gate, and register the model as a new version (aliases untouched)."""
     result = train(frame, cfg, progress)
-    check_gate(result.metrics, gate)
+    check_threshold(result.metrics, gate)
     progress("registering the model")
     return register_result(registry, result, cfg, origin=origin, parent=parent, bins=bins), result
 

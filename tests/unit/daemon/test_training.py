@@ -9,8 +9,9 @@ import pytest
 from selfheal_daemon.config import GateConfig
 from selfheal_daemon.defaults import TARGET
 from selfheal_daemon.errors import DataError, TrainingError
+from selfheal_daemon.model.gate import check_threshold
 from selfheal_daemon.model.registry import ModelRegistry
-from selfheal_daemon.model.training import check_gate, split, train, train_and_register
+from selfheal_daemon.model.training import split, train, train_and_register
 from tests.unit.daemon.conftest import FAST_TRAINING
 
 
@@ -60,8 +61,8 @@ def test_unlabelled_rows_are_not_trained_on(small_frame: pd.DataFrame) -> None:
 def test_gate_refuses_a_model_below_the_threshold() -> None:
     """A holdout R2 under min_r2 raises TrainingError naming both numbers."""
     with pytest.raises(TrainingError, match=r"R2 0\.650 is below the gate's minimum 0\.70"):
-        check_gate({"r2": 0.65}, GateConfig(min_r2=0.70))
-    check_gate({"r2": 0.70}, GateConfig(min_r2=0.70))
+        check_threshold({"r2": 0.65}, GateConfig(min_r2=0.70))
+    check_threshold({"r2": 0.70}, GateConfig(min_r2=0.70))
 
 
 def test_poisoned_labels_fail_the_gate_and_register_nothing(
