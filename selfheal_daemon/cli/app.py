@@ -7,7 +7,6 @@ exists, else the built-in defaults (state in ``./var``).
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -16,30 +15,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from loguru import logger
 
-from selfheal_daemon.errors import (
-    ChecksumMismatchError,
-    ConfigError,
-    ControlError,
-    DataError,
-    RegistryError,
-    SelfhealError,
-    ServiceStartError,
-    TrainingError,
+from selfheal_daemon.cli.common import (
+    ConfigOption,
+    JsonOption,
+    config_path,
+    fail,
+    load_cli_config,
 )
+from selfheal_daemon.cli.models import models_app
+from selfheal_daemon.errors import ConfigError, SelfhealError
 
 if TYPE_CHECKING:
     from selfheal_daemon.config import Config
-
-EXIT_CODES: dict[type[SelfhealError], int] = {
-    ConfigError: 3,
-    DataError: 4,
-    ChecksumMismatchError: 6,
-    RegistryError: 5,
-    TrainingError: 7,
-    ServiceStartError: 8,
-    ControlError: 9,
-}
-"""Exit codes by error type (most specific first); 1 is any other failure, 2 a usage error."""
 
 app = typer.Typer(
     help="selfheal: keeps a scikit-learn model service healthy with no human in the loop.",
@@ -47,44 +34,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(
-    help="The model registry: list, show and verify versions.", no_args_is_help=True
-)
 app.add_typer(models_app, name="models")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="config file (default: $SELFHEAL_CONFIG or ./config.toml)"),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def exit_code_for(exc: SelfhealError) -> int:
-    for kind, code in EXIT_CODES.items():
-        if isinstance(exc, kind):
-            return code
-    return 1
-
-
-def _config_path(explicit: Path | None) -> Path | None:
-    if explicit is not None:
-        return explicit
-    env = os.environ.get("SELFHEAL_CONFIG")
-    if env:
-        return Path(env)
-    default = Path("config.toml")
-    return default if default.is_file() else None
-
-
-def _load(explicit: Path | None) -> Config:
-    from selfheal_daemon.config import load_config
-
-    return load_config(_config_path(explicit))
-
-
-def _fail(exc: SelfhealError) -> typer.Exit:
-    typer.echo(f"selfheal: error: {exc}", err=True)
-    return typer.Exit(exit_code_for(exc))
 
 
 @app.command()
@@ -97,14 +47,14 @@ def run(config: ConfigOption = None) -> None:
     from selfheal_daemon.logs import configure_logging
 
     try:
-        cfg = _load(config)
+        cfg = load_cli_config(config)
         configure_logging(cfg.logging.level)
         # Until the daemon installs its own handlers (after training), TERM ends us like Ctrl-C.
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         run_daemon(cfg)
     except SelfhealError as exc:
         logger.error("{}", exc)
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except KeyboardInterrupt:
         logger.info("interrupted before the service started")
         raise typer.Exit(130) from None
@@ -119,100 +69,16 @@ def check_config(path: Annotated[Path | None, typer.Argument(help="config file")
     """Validate a config file: exit 0, or non-zero naming the key and the reason."""
     from selfheal_daemon.config import load_config
 
-    target = _config_path(path)
+    target = config_path(path)
     try:
         cfg = load_config(target)
     except ConfigError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     where = target if target is not None else "built-in defaults"
     typer.echo(
         f"{where}: OK (state_dir {cfg.state_dir}, {cfg.service.workers} worker(s) on "
         f"{cfg.service.host}:{cfg.service.port})"
     )
-
-
-@models_app.command("list")
-def models_list(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Every registered version, oldest first, with its metrics and aliases."""
-    from selfheal_daemon.model.registry import ModelRegistry
-
-    try:
-        registry = ModelRegistry(_load(config).registry_dir)
-        aliases = {a: registry.alias(a) for a in ("current", "last_good")}
-        rows: list[dict[str, Any]] = []
-        for version in registry.versions():
-            info = registry.info(version)
-            tags = [a for a, v in aliases.items() if v == version]
-            rows.append(
-                {
-                    "version": version,
-                    "aliases": tags,
-                    "created_at": info.created_at,
-                    "metrics": info.metrics,
-                    "origin": info.meta.get("origin", ""),
-                }
-            )
-    except SelfhealError as exc:
-        raise _fail(exc) from None
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        typer.echo("no model versions registered yet (selfheal run trains the first one)")
-        return
-    header = ("VERSION", "ALIASES", "R2", "MAE", "RMSE", "CREATED (UTC)", "ORIGIN")
-    typer.echo(_MODEL_ROW.format(*header))
-    for row in rows:
-        metrics = [f"{row['metrics'].get(k, float('nan')):.3f}" for k in ("r2", "mae", "rmse")]
-        tagged = ",".join(row["aliases"]) or "-"
-        typer.echo(
-            _MODEL_ROW.format(row["version"], tagged, *metrics, row["created_at"], row["origin"])
-        )
-
-
-_MODEL_ROW = "{:<9} {:<19} {:>6} {:>6} {:>6}  {:<29} {}"
-
-
-@models_app.command("show")
-def models_show(
-    version: Annotated[
-        str, typer.Argument(help="a version (e.g. v3) or an alias (current, last_good)")
-    ],
-    config: ConfigOption = None,
-) -> None:
-    """One version's full meta.json."""
-    from selfheal_daemon.model.registry import ALIASES, ModelRegistry
-
-    try:
-        registry = ModelRegistry(_load(config).registry_dir)
-        if version in ALIASES:
-            resolved = registry.alias(version)
-            if resolved is None:
-                raise RegistryError(f"alias {version} is not set yet")
-            version = resolved
-        info = registry.info(version)
-    except SelfhealError as exc:
-        raise _fail(exc) from None
-    typer.echo(json.dumps(info.meta, indent=2, sort_keys=True))
-
-
-@models_app.command("verify")
-def models_verify(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Re-check every artifact's sha256 against meta.json; exit 6 if any fails."""
-    from selfheal_daemon.model.registry import ModelRegistry
-
-    try:
-        results = ModelRegistry(_load(config).registry_dir).verify()
-    except SelfhealError as exc:
-        raise _fail(exc) from None
-    if as_json:
-        typer.echo(json.dumps([r.__dict__ for r in results], indent=2))
-    else:
-        for r in results:
-            typer.echo(f"{r.version}: {'OK' if r.ok else 'FAILED: ' + r.problem}")
-        typer.echo(f"{sum(r.ok for r in results)} of {len(results)} version(s) verified")
-    if not all(r.ok for r in results):
-        raise typer.Exit(EXIT_CODES[ChecksumMismatchError])
 
 
 # ----- operating a running daemon -------------------------------------------------------------
@@ -221,7 +87,7 @@ def models_verify(config: ConfigOption = None, as_json: JsonOption = False) -> N
 def _client(config: Path | None) -> Any:
     from selfheal_daemon.control.client import ControlClient
 
-    return ControlClient(_load(config))
+    return ControlClient(load_cli_config(config))
 
 
 @app.command()
@@ -233,14 +99,14 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         with _client(config) as client:
             data = client.get("/status")
     except SelfhealError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     typer.echo(json.dumps(data, indent=2) if as_json else format_status(data))
 
 
 def _read_trail(config: Path | None) -> tuple[Config, list[dict[str, Any]], int]:
     from selfheal_daemon.record.audit import ReadStats, read_records
 
-    cfg = _load(config)
+    cfg = load_cli_config(config)
     stats = ReadStats()
     records = list(read_records(cfg.audit_dir, stats))
     return cfg, records, stats.unreadable
@@ -270,7 +136,7 @@ def history(
         _cfg, records, _bad = _read_trail(config)
         moment = parse_since(since, _now()) if since else None
     except SelfhealError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except ValueError as exc:
         typer.echo(f"selfheal: error: --since: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -300,7 +166,7 @@ def report(
     try:
         cfg, records, unreadable = _read_trail(config)
     except SelfhealError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     result = build_report(
         records,
         now=_now(),
@@ -317,7 +183,7 @@ def _act(config: Path | None, action: str, **params: Any) -> dict[str, Any]:
         with _client(config) as client:
             result: dict[str, Any] = client.act(action, **params)
     except SelfhealError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     return result
 
 
@@ -401,7 +267,7 @@ def fix_data(  # noqa: PLR0917 - typer maps parameters to options
     from selfheal_daemon.model.quality_io import default_quarantine_path, fix_file
 
     try:
-        cfg = _load(config)
+        cfg = load_cli_config(config)
         profile = learn_profile(base_frame(cfg))
         result = fix_file(
             in_path,
@@ -411,7 +277,7 @@ def fix_data(  # noqa: PLR0917 - typer maps parameters to options
             require_target=require_target,
         )
     except SelfhealError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     where = quarantine or default_quarantine_path(out_path)
     if as_json:
         summary = {**describe(result), "out": str(out_path)}
@@ -436,11 +302,11 @@ def once(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     from selfheal_daemon.logs import configure_logging
 
     try:
-        cfg = _load(config)
+        cfg = load_cli_config(config)
         configure_logging(cfg.logging.level)
         result = run_once(cfg, progress=lambda msg: logger.info("once: {}", msg))
     except SelfhealError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -483,7 +349,7 @@ def drill(
                 typer.echo(f"{kind} drill: fault injected{where}: {started['details']}")
             seen = follow_drill(client, started, timeout_s=timeout)
     except SelfhealError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     if as_json:
         typer.echo(json.dumps({"drill": started, "result": seen.__dict__}, indent=2))
     elif seen.incident_id is None:

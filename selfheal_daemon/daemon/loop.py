@@ -7,7 +7,7 @@ the queue, asks the pure ``policy.decide`` what to do, and hands each action to 
 Signals: SIGTERM and SIGINT stop the daemon and every worker; SIGHUP is a manual restart (forgets
 crash-loop state and backoff, replaces every worker without dropping a connection).
 
-Every report of the policy becomes an audit record (``operations.Recorder``); control requests
+Every report of the policy becomes an audit record (``record.recorder.Recorder``); control requests
 from the endpoint's thread arrive on the same queue and are carried out here (``Operations``).
 
 systemd: READY once every worker is ready, STATUS on every change of the worker count, WATCHDOG
@@ -19,8 +19,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +29,6 @@ import psutil
 from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
 
-from selfheal_daemon import contracts
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
 from selfheal_daemon.daemon import resume
@@ -45,8 +42,6 @@ from selfheal_daemon.record.alerts import Alerts
 from selfheal_daemon.record.audit import read_records
 from selfheal_daemon.record.recorder import Recorder, Report
 from selfheal_daemon.supervision.events import (
-    Action,
-    ConfirmModel,
     Event,
     ManualRestart,
     ModelChanged,
@@ -57,14 +52,11 @@ from selfheal_daemon.supervision.events import (
     RollbackModel,
     ShutdownRequested,
     StartRequested,
-    StartWorker,
-    StopWorker,
     Tick,
     WorkerAdopted,
-    WorkerExited,
-    WorkerReady,
     WorkerSpawned,
 )
+from selfheal_daemon.supervision.executor import Executor
 from selfheal_daemon.supervision.policy import decide
 from selfheal_daemon.supervision.pool import WorkerHandle, WorkerPool
 from selfheal_daemon.supervision.probe import HealthProbe
@@ -73,7 +65,6 @@ from selfheal_daemon.supervision.states import WorkerState
 from selfheal_daemon.system.systemd import SystemdNotifier
 
 TICK_S = 0.25  # how often timers in the policy (backoff, stability, start timeouts) are checked
-READY_POLL_S = 0.01  # how often a starting worker's /ready is polled
 
 
 @dataclass(frozen=True)
@@ -82,92 +73,6 @@ class _Heartbeat:
 
 
 Item = Event | _Heartbeat | ControlRequest | Observations | ModelEvent | integrity.IntegrityChecked
-
-
-class Executor:
-    """Applies actions to the world; what they cause comes back later as events."""
-
-    def __init__(
-        self,
-        pool: WorkerPool,
-        probe: HealthProbe,
-        registry: ModelRegistry,
-        post: Callable[[Event], None],
-        cfg: Config,
-        *,
-        recorder: Recorder,
-    ) -> None:
-        self.pool = pool
-        self.probe = probe
-        self.registry = registry
-        self.post = post
-        self.cfg = cfg
-        self.recorder = recorder
-
-    def apply(self, action: Action) -> None:
-        match action:
-            case StartWorker():
-                logger.info("starting a worker in slot {}: {}", action.worker, action.reason)
-                if action.reason != "daemon start":
-                    self.recorder.metrics.on_restart()
-                try:
-                    self.pool.start(action.worker)
-                except (SelfhealError, OSError) as exc:  # a failed start is a crash to the policy
-                    logger.error("cannot start worker {}: {}", action.worker, exc)
-                    self.post(WorkerExited(action.worker, None, None, detail=str(exc)))
-            case StopWorker():
-                logger.info(
-                    "stopping worker {} (pid {}): {}", action.worker, action.pid, action.reason
-                )
-                self.pool.stop(action.pid, self.cfg.service.stop_grace_s)
-            case RollbackModel():
-                self._rollback(action)
-            case ConfirmModel():
-                self.registry.set_alias("last_good", action.version)
-                logger.success("model {} served stably: it is now last_good", action.version)
-                self.post(ModelChanged(serving=action.version, last_good=action.version))
-            case Report():
-                _log_report(action)
-                self.recorder.report(action)
-
-    def _rollback(self, action: RollbackModel) -> None:
-        logger.error("rolling back to model {}: {}", action.to, action.reason)
-        try:
-            self.registry.set_alias("current", action.to)
-        except SelfhealError as exc:
-            logger.error("rollback to {} failed: {}", action.to, exc)
-            return
-        self.pool.set_version(action.to)
-        self.post(ModelChanged(serving=action.to, last_good=self.registry.alias("last_good")))
-
-    def watch_ready(self, worker: int, pid: int) -> None:
-        """Poll a starting worker's /ready on a thread until it passes or the process is gone."""
-        threading.Thread(
-            target=self._watch_ready, args=(worker, pid), name=f"ready-{worker}", daemon=True
-        ).start()
-
-    def _watch_ready(self, worker: int, pid: int) -> None:
-        deadline = time.monotonic() + self.cfg.service.start_timeout_s + 1.0
-        while time.monotonic() < deadline:
-            handle = self.pool.handle(pid)
-            if handle is None:
-                return  # it exited; the exit watcher reports that
-            if self.probe.check(handle.uds, contracts.READY_PATH).ok:
-                self.post(WorkerReady(worker, pid))
-                return
-            time.sleep(READY_POLL_S)
-
-
-def _log_report(report: Report) -> None:
-    where = f" on worker {report.worker}" if report.worker is not None else ""
-    outcome = report.outcome or "detected"
-    text = f"{report.issue} {outcome} ({report.detection}){where}: {report.details}"
-    if report.outcome == "escalated":
-        logger.error("{}", text)
-    elif report.outcome == "resolved":
-        logger.success("{}", text)
-    else:
-        logger.warning("{}", text)
 
 
 class Daemon:

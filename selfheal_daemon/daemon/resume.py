@@ -7,7 +7,7 @@ At start the live audit file and the most recent rotated one are read (not the w
 
 - **continue**: the model side's durable state says a retrain, a retry or a deployment for that
   issue was in flight. The incident keeps its id and the model policy continues it
-  (``model_retry.resumed``: the retrain is started again, the deployment run again).
+  (``lifecycle.retry.resumed``: the retrain is started again, the deployment run again).
 - **watch**: a supervision incident (a crashed, hung or over-limit worker, a crash loop, a failed
   deployment), or a deployment that had finished but whose success was not yet recorded. A
   ``daemon_restarted`` record says what the new daemon found; the incident is resolved once every

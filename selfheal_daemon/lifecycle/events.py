@@ -1,8 +1,8 @@
 """What the model policy hears (events), asks for (actions) and remembers (state): frozen values.
 
 Events come from the monitoring pass, the retrain job, the deployer, the supervision side and the
-control endpoint; ``model_policy.decide_model`` turns each into actions the daemon's ``Healing``
-carries out. Times are wall-clock epoch seconds (see ``model_policy``).
+control endpoint; ``lifecycle.policy.decide_model`` turns each into actions the daemon's ``Healing``
+carries out. Times are wall-clock epoch seconds (see ``lifecycle.policy``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The model side of the daemon: the monitoring pass, the model policy, and its effects.
 
-``Healing`` holds the model policy's state (``model_policy.ModelState``, its durable part in
+``Healing`` holds the model policy's state (``lifecycle.events.ModelState``, its durable part in
 ``model_state.json``), feeds it events on the daemon's loop thread, and carries out what it asks
-for: a retrain job (``adapters.retrain_job``), an in-place deployment (``adapters.deployer``), an
-audit record. The monitoring pass (``monitor.Monitor``) runs on a scheduler thread or for
-``selfheal check`` and only returns events, which come to the loop as one ``Observations`` item.
+for: a retrain job (``lifecycle.retrain_runner``), an in-place deployment
+(``lifecycle.deployer``), an audit record. The monitoring pass (``monitor.Monitor``) runs on a
+scheduler thread or for ``selfheal check`` and only returns events, which come to the loop as one
+``Observations`` item.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ restart of the daemon through ``ModelState.durable()``). Rules:
 - a manual retrain bypasses cooldown and budget (a person asked) but starts the cooldown.
 - a retrain that failed for a reason of the environment (a full disk, its process died) is
   retried after ``retrain.retry_s`` under the same incident, up to ``retrain.max_attempts``; what a
-  previous daemon left in flight is continued (``Resumed``): both in ``model_retry``.
+  previous daemon left in flight is continued (``Resumed``): both in ``lifecycle.retry``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The model policy's rules for failures of the environment and for a restart of the daemon.
 
-Part of the pure core (``model_policy.decide_model`` dispatches here); events in, actions out,
+Part of the pure core (``lifecycle.policy.decide_model`` dispatches here); events in, actions out,
 ``now`` handed in (wall-clock epoch seconds, as the whole model policy).
 
 - A retrain that failed for a reason of the environment (``RetrainFinished.transient``: a full

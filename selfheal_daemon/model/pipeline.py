@@ -6,7 +6,7 @@ by ``selfheal once``. The daemon itself only takes in incoming batches here (che
 drift window); it never trains in its own process.
 
 - ``take_in``: every CSV or Parquet file in ``data/incoming/`` is checked and repaired against the
-  quality profile learned from the trusted base data (``quality.py``); the kept rows go to
+  quality profile learned from the trusted base data (``model.quality``); the kept rows go to
   ``data/labelled/`` (atomic write), the rows that cannot be repaired to ``data/quarantine/`` with
   the reason, and only then is the incoming file removed: a crash in between takes the file in
   again, never loses it. A file that is not a table, or lacks columns, is moved to quarantine whole.

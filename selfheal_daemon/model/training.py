@@ -5,7 +5,7 @@ regressor is a HistGradientBoostingRegressor. The split is a deterministic funct
 
 Besides the model, training computes what the drift monitor needs so that no check recomputes it:
 each feature's importance to the model (permutation importance on the holdout, normalised to sum
-to 1) and the reference summary (quantile bins, frequencies, sorted sample; ``drift.py``), stored
+to 1) and the reference summary (quantile bins, frequencies, sorted sample; ``model.drift``), stored
 with the version. The reference is the current window the retrain answers (the rows the drift
 monitor compared), else the training rows of the recent labelled data when there are enough of
 them: after a retrain on drifted data the next question is whether the data moved since *that*;

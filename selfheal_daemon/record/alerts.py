@@ -1,6 +1,6 @@
 """Notifications as the daemon uses them: escalations at once, a daily digest, failures audited.
 
-The ``Notifier`` (``notify.py``) owns the sending thread; this adapter decides what to send and
+The ``Notifier`` (``record.notify``) owns the sending thread; this adapter decides what to send and
 when, remembers the day of the last digest in ``notify.json`` (so a restart after the digest hour
 does not send it twice) and writes a record when a channel gives up on a message.
 """
@@ -17,7 +17,8 @@ from loguru import logger
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import NotifyConfig
 from selfheal_daemon.record.audit import bookkeeping_record, read_records
-from selfheal_daemon.record.notify import Message, Notifier, digest_due
+from selfheal_daemon.record.messages import Message, digest_due
+from selfheal_daemon.record.notify import Notifier
 from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.system.files import atomic_write_json
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from selfheal_daemon.cli.app import EXIT_CODES, app, exit_code_for
+from selfheal_daemon.cli.app import app
+from selfheal_daemon.cli.common import EXIT_CODES, exit_code_for
 from selfheal_daemon.config import GateConfig
 from selfheal_daemon.errors import (
     ChecksumMismatchError,

@@ -25,16 +25,14 @@ from tenacity import RetryCallState
 
 from selfheal_daemon.config import NotifyConfig
 from selfheal_daemon.errors import ConfigError
-from selfheal_daemon.record.notify import (
+from selfheal_daemon.record.messages import (
     Message,
-    Notifier,
-    NotifyError,
     digest_due,
     digest_summary,
     digest_text,
     incident_text,
-    retrying,
 )
+from selfheal_daemon.record.notify import Notifier, NotifyError, retrying
 from tests.helpers import free_port, wait_until
 
 WAIT_S = 10.0  # upper bound for anything the notifier thread does here; usually milliseconds
