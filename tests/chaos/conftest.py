@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import LoadResult, start_daemon  # noqa: F401 - a fixture
+from tests.daemons import LoadResult
 
 HERE = Path(__file__).parent
 

@@ -31,7 +31,7 @@ import psutil
 
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.audit import OUTCOMES, audit_files
-from tests.integration.conftest import ROW, RunningDaemon
+from tests.daemons import ROW, RunningDaemon
 
 RECORD_KEYS = frozenset(
     {"ts", "incident_id", "issue", "detection", "action", "details", "outcome", "manual"}

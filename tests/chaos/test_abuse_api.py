@@ -46,8 +46,8 @@ from tests.chaos.invariants import (
     unsettled_incidents,
     worker_violations,
 )
+from tests.daemons import RunningDaemon, write_config
 from tests.helpers import free_port, wait_until
-from tests.integration.conftest import RunningDaemon, write_config
 
 pytestmark = pytest.mark.integration
 

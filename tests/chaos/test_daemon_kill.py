@@ -30,8 +30,8 @@ from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.audit import parse_ts, read_records
 from tests.chaos.conftest import Scenario
 from tests.chaos.invariants import audit_records, unsettled_incidents, violations
+from tests.daemons import Poller, RunningDaemon
 from tests.helpers import free_port, wait_until
-from tests.integration.conftest import Poller, RunningDaemon
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,8 @@ import pytest
 from selfheal_daemon.model.registry import ModelRegistry
 from tests.chaos.conftest import Scenario
 from tests.chaos.invariants import audit_records, registry_violations, wait_invariants
+from tests.daemons import Poller, RunningDaemon
 from tests.helpers import wait_until
-from tests.integration.conftest import Poller, RunningDaemon
 
 pytestmark = pytest.mark.integration
 

@@ -33,8 +33,8 @@ from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
 from tests.chaos.conftest import Scenario
 from tests.chaos.invariants import audit_records, wait_invariants
 from tests.chaos.poison import ExitAfter
+from tests.daemons import Poller, RunningDaemon
 from tests.helpers import wait_until
-from tests.integration.conftest import Poller, RunningDaemon
 
 pytestmark = pytest.mark.integration
 

@@ -43,8 +43,8 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.daemons import RunningDaemon, write_config
 from tests.helpers import free_port, wait_until
-from tests.integration.conftest import RunningDaemon, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -23,8 +23,8 @@ from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.model.features import load_dataset
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.audit import read_records
+from tests.daemons import Poller
 from tests.helpers import wait_until
-from tests.integration.conftest import Poller
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from selfheal_daemon.model.registry import ModelRegistry
+from tests.daemons import ROW
 from tests.helpers import wait_until
-from tests.integration.conftest import ROW
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ from sklearn.linear_model import LinearRegression
 from selfheal_daemon.config import parse_config
 from selfheal_daemon.model.bootstrap import ensure_model
 from selfheal_daemon.model.registry import ModelRegistry
+from tests.daemons import Poller
 from tests.helpers import wait_until
-from tests.integration.conftest import Poller
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from selfheal_daemon.config import Config, load_config, parse_config
+from selfheal_daemon.config import Config, NotifyConfig, load_config, parse_config
 from selfheal_daemon.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_config_is_valid_and_equals_defaults() -> None:
@@ -179,3 +180,53 @@ def test_values_the_daemon_could_not_use_are_refused(data: dict[str, Any], expec
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert expected in str(info.value)
+
+
+# ----- [notify] ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"webhook_url": "ftp://example.com/x"}, "webhook_url must be an http:// or https://"),
+        ({"webhook_url": "hooks.slack.com/services/x"}, "webhook_url must be an http"),
+        ({"webhook_url": "https://"}, "webhook_url must be an http"),
+        ({"smtp_host": "mail"}, "missing: email_from, email_to"),
+        ({"email_to": ["ops@example.com"]}, "missing: smtp_host, email_from"),
+        ({"smtp_starttls": True}, "email needs smtp_host, email_from and at least one email_to"),
+        ({"email_from": "not-an-address"}, "email_from: 'not-an-address' is not a bare email"),
+        ({"email_to": ["a@b.c", "Ops <ops@x.io>"]}, "email_to: 'Ops <ops@x.io>' is not a bare"),
+        ({"email_to": ["a@b.c\r\nBcc: x@y.z"]}, "is not a bare email address"),
+        ({"smtp_port": 0}, "greater than or equal to 1"),
+        ({"smtp_port": "25"}, "Input should be a valid integer"),
+        ({"timeout_s": 0.0}, "greater than 0"),
+        ({"retries": -1}, "greater than or equal to 0"),
+        ({"digest_hour_utc": 24}, "less than or equal to 23"),
+        ({"digest_hour_utc": -2}, "greater than or equal to -1"),
+        ({"queue_size": 0}, "greater than or equal to 1"),
+        ({"backoff_initial_s": 10.0, "backoff_max_s": 5.0}, "must not exceed backoff_max_s"),
+        ({"smtp_password": "hunter2"}, "Extra inputs are not permitted"),
+    ],
+)
+def test_notify_config_rejects(values: dict[str, Any], message: str) -> None:
+    """Each invalid [notify] table fails validation with a message naming what is wrong."""
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(")):
+        NotifyConfig(**values)
+
+
+def test_notify_config_username_needs_password_file() -> None:
+    """smtp_username without smtp_password_file (or the reverse) is refused."""
+    email = {"smtp_host": "mail", "email_from": "a@b.c", "email_to": ["d@e.f"]}
+    with pytest.raises(ValidationError, match="go together"):
+        NotifyConfig(**email, smtp_username="u")
+    with pytest.raises(ValidationError, match="go together"):
+        NotifyConfig(**email, smtp_password_file="/etc/selfheal/smtp")  # noqa: S106 -- a path
+
+
+def test_notify_config_defaults_are_off_and_frozen() -> None:
+    """An empty [notify] table is valid, turns everything off, and cannot be changed later."""
+    cfg = NotifyConfig()
+    assert (cfg.webhook_url, cfg.smtp_host, cfg.email_to, cfg.digest_hour_utc) == ("", "", [], 8)
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.retries = 1  # type: ignore[misc]
+    assert NotifyConfig(webhook_url="https://hooks.example.com/T/B/x").webhook_url

@@ -1,19 +1,17 @@
-"""Fixtures for the daemon's unit tests: a tiny trained model and a registry holding it."""
+"""Fixtures for the unit tests: the bundled data, a tiny trained model, a registry holding it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from selfheal_daemon.config import GateConfig, TrainingConfig
+from selfheal_daemon.config import GateConfig
 from selfheal_daemon.model.features import load_dataset
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.training import train_and_register
-
-FAST_TRAINING = TrainingConfig(max_iter=15, reference_rows=200)
+from tests.training import FAST_TRAINING
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +38,3 @@ def registered(registry: ModelRegistry, small_frame: pd.DataFrame) -> tuple[Mode
         registry, small_frame, FAST_TRAINING, GateConfig(min_r2=0.5), origin="test", parent=None
     )
     return registry, version
-
-
-def probe_rows(frame: pd.DataFrame, n: int = 5) -> np.ndarray:
-    from selfheal_daemon.defaults import FEATURES
-
-    return frame[list(FEATURES)].to_numpy(dtype="float64")[:n]

@@ -1,4 +1,8 @@
-"""Fixtures that run the real ``selfheal run`` on a free loopback port and clean up after it."""
+"""A real ``selfheal run`` on a free loopback port, for the integration and chaos suites.
+
+``daemon_starter`` starts as many as a test needs and kills all they left, by pid; the
+``start_daemon`` fixture (``tests/conftest.py``) hands it to a test. ``Poller`` is a steady client.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from typing import Any
 
 import httpx
 import psutil
-import pytest
 
 from service.model_store import PROBE_ROW
 from tests.helpers import free_port, wait_until
@@ -137,8 +140,8 @@ def write_config(directory: Path, port: int, **sections: dict[str, Any]) -> Path
     return path
 
 
-@pytest.fixture
-def start_daemon(tmp_path: Path) -> Iterator[Any]:
+@contextlib.contextmanager
+def daemon_starter(tmp_path: Path) -> Iterator[Any]:
     """Start ``selfheal run`` (as often as a test needs); kill all it left, by pid, afterwards."""
     started: list[RunningDaemon] = []
 
@@ -164,10 +167,11 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
         started.append(daemon)
         return daemon
 
-    yield start
-
-    for daemon in started:
-        daemon.reap()
+    try:
+        yield start
+    finally:
+        for daemon in started:
+            daemon.reap()
 
 
 @dataclass

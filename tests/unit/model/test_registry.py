@@ -17,7 +17,7 @@ from selfheal_daemon.errors import (
     VersionNotFoundError,
 )
 from selfheal_daemon.model.registry import ModelRegistry, validate_version
-from tests.unit.daemon.conftest import probe_rows
+from tests.training import probe_rows
 
 
 def test_register_writes_complete_version_with_meta(registered: tuple[ModelRegistry, str]) -> None:

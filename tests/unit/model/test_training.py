@@ -12,7 +12,7 @@ from selfheal_daemon.errors import DataError, TrainingError
 from selfheal_daemon.model.gate import check_threshold
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.training import split, train, train_and_register
-from tests.unit.daemon.conftest import FAST_TRAINING
+from tests.training import FAST_TRAINING
 
 
 def test_split_is_deterministic(small_frame: pd.DataFrame) -> None:

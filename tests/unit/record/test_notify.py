@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,40 +20,20 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from loguru import logger
-from pydantic import ValidationError
 from tenacity import RetryCallState
 
 from selfheal_daemon.config import NotifyConfig
 from selfheal_daemon.errors import ConfigError
 from selfheal_daemon.record.messages import (
     Message,
-    digest_due,
-    digest_summary,
-    digest_text,
-    incident_text,
 )
 from selfheal_daemon.record.notify import Notifier, NotifyError, retrying
 from tests.helpers import free_port, wait_until
+from tests.unit.record.records import DAY_RECORDS, DAY_TEXT, ESCALATED, ESCALATED_TEXT, SUBJECT, rec
 
 WAIT_S = 10.0  # upper bound for anything the notifier thread does here; usually milliseconds
 ENQUEUE_BOUND_S = 0.5  # "returns at once": generous, so a loaded CI machine cannot flake it
 FAST = {"timeout_s": 0.5, "backoff_initial_s": 0.0, "backoff_max_s": 0.0}  # stamina-style test mode
-
-ESCALATED: dict[str, Any] = {
-    "ts": "2026-11-27T10:00:00.123Z",
-    "incident_id": "inc-42",
-    "issue": "crash_loop",
-    "detection": "restart_budget_exceeded",
-    "action": "rollback",
-    "details": {"worker": 1, "restarts": 6, "window_s": 60.0, "next": "rollback to v3"},
-    "outcome": "escalated",
-    "manual": False,
-}
-ESCALATED_TEXT = (
-    "selfheal on vm1: crash_loop escalated on worker 1 (restart budget exceeded):"
-    " 6 restarts in 60 s; next: rollback to v3"
-)
-SUBJECT = "[selfheal] escalated: crash_loop (restart_budget_exceeded)"
 
 
 @pytest.fixture(autouse=True)
@@ -509,7 +489,7 @@ def test_digest_email_subject_counts_the_issues(make_notifier: Callable[..., Not
     channel.release.set()
     notifier = make_notifier(NotifyConfig(), channels=[channel])
     assert notifier.send_digest(
-        [_r("28T08:00:00", "n", "data_drift", "resolved")], date(2026, 11, 28)
+        [rec("28T08:00:00", "n", "data_drift", "resolved")], date(2026, 11, 28)
     )
     wait_until(lambda: channel.messages, WAIT_S, what="the digest")
     (message,) = channel.messages
@@ -551,221 +531,3 @@ def test_backoff_doubles_up_to_the_cap(
     state = RetryCallState(policy_, fn=None, args=(), kwargs={})
     state.attempt_number = attempt
     assert policy_.wait(state) == expected
-
-
-# ----- pure text ------------------------------------------------------------------------------
-
-
-def _r(ts: str, incident: str, issue: str, outcome: str | None, **extra: Any) -> dict[str, Any]:
-    return {
-        "ts": f"2026-11-{ts}Z",
-        "incident_id": incident,
-        "issue": issue,
-        "detection": "x",
-        "action": "y",
-        "details": {},
-        "outcome": outcome,
-        "manual": False,
-    } | extra
-
-
-DAY_RECORDS = [
-    _r("26T23:59:00", "late", "service_hang", None),  # began the day before: not counted
-    _r("27T00:00:30", "late", "service_hang", "resolved"),
-    _r("27T01:00:00", "q1", "data_quality", None),
-    _r("27T01:00:01", "q1", "data_quality", "resolved"),
-    _r("27T02:00:00", "q2", "data_quality", "resolved"),
-    _r("27T03:00:00", "c1", "service_crash", None),
-    _r("27T03:00:02", "c1", "service_crash", "resolved"),
-    _r("27T04:00:00", "loop", "crash_loop", "escalated"),
-    _r("27T05:00:00", "drill", "service_crash", "resolved", drill=True),
-    _r("28T00:00:01", "next", "data_drift", "failed"),  # the next day
-]
-DAY_TEXT = (
-    "handled 4 issues on 2026-11-27: 2 data fixes, 1 crash recovery, 1 crash loop;"
-    " escalated: 1 crash loop; also 1 drill"
-)
-
-
-@pytest.mark.parametrize(
-    ("records", "day", "expected"),
-    [
-        pytest.param(DAY_RECORDS, date(2026, 11, 27), DAY_TEXT, id="a-busy-day"),
-        pytest.param(DAY_RECORDS, date(2026, 11, 25), None, id="a-quiet-day"),
-        pytest.param([], date(2026, 11, 27), None, id="no-records"),
-        pytest.param(
-            [_r("28T00:00:01", "n", "data_drift", "failed")],
-            date(2026, 11, 28),
-            "handled 1 issue on 2026-11-28: 1 drift retrain; failed: 1 drift retrain",
-            id="one-failed",
-        ),
-        pytest.param(
-            [_r("28T08:00:00", "o", "data_drift", None), _r("28T09:00:00", "o", "", "skipped")],
-            date(2026, 11, 28),
-            "handled 1 issue on 2026-11-28: 1 drift retrain",
-            id="skipped-is-handled",
-        ),
-        pytest.param(
-            [_r("28T08:00:00", "o", "new_kind", None), _r("28T09:00:00", "p", "new_kind", None)],
-            date(2026, 11, 28),
-            "handled 2 issues on 2026-11-28: 2 new kind issues; still open: 2",
-            id="unknown-kind-still-open",
-        ),
-        pytest.param(
-            [_r("28T08:00:00", "d", "service_crash", "resolved", drill=True)],
-            date(2026, 11, 28),
-            "handled no issues on 2026-11-28; also 1 drill",
-            id="only-a-drill",
-        ),
-        pytest.param(
-            [
-                {
-                    "ts": "2026-11-28T08:00:00+02:00",
-                    "issue": "service_crash",
-                    "outcome": "resolved",
-                },
-                {"ts": "garbage", "issue": "service_crash"},
-                {"issue": "service_crash"},
-            ],
-            date(2026, 11, 28),
-            "handled 1 issue on 2026-11-28: 1 crash recovery",
-            id="offsets-no-ids-and-bad-timestamps",
-        ),
-    ],
-)
-def test_digest_text(records: list[dict[str, Any]], day: date, expected: str | None) -> None:
-    """The digest counts each incident of that UTC day once, by kind, naming the bad outcomes."""
-    assert digest_text(records, day) == expected
-
-
-def test_digest_summary_is_json_ready() -> None:
-    """The structured digest the webhook carries round-trips through JSON unchanged."""
-    summary = digest_summary(DAY_RECORDS, date(2026, 11, 27))
-    assert summary is not None
-    assert json.loads(json.dumps(summary)) == summary
-    assert summary["incidents"] == 4
-    assert summary["drills"] == 1
-
-
-def _at(hour: int, minute: int = 0, day: int = 27) -> datetime:
-    return datetime(2026, 11, day, hour, minute, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("last_sent", "now", "hour", "due"),
-    [
-        pytest.param(None, _at(8), 8, True, id="never-sent-at-the-hour"),
-        pytest.param(None, _at(7, 59), 8, False, id="before-the-hour"),
-        pytest.param(None, _at(23), 8, True, id="never-sent-late-in-the-day"),
-        pytest.param(date(2026, 11, 27), _at(9), 8, False, id="already-sent-today"),
-        pytest.param(date(2026, 11, 26), _at(9), 8, True, id="sent-yesterday"),
-        pytest.param(date(2026, 11, 26), _at(7), 8, False, id="sent-yesterday-not-yet-time"),
-        pytest.param(None, _at(0), 0, True, id="midnight-hour"),
-        pytest.param(None, _at(23), -1, False, id="disabled"),
-        pytest.param(date(2026, 11, 28), _at(9), 8, False, id="clock-went-back"),
-        pytest.param(
-            date(2026, 11, 26),
-            datetime(2026, 11, 27, 10, 30, tzinfo=timezone(timedelta(hours=5))),
-            8,
-            False,
-            id="non-utc-now-is-converted",  # 05:30 UTC
-        ),
-    ],
-)
-def test_digest_due(last_sent: date | None, now: datetime, hour: int, due: bool) -> None:
-    """A digest is due once per UTC day, from the configured hour on."""
-    assert digest_due(last_sent, now, hour) is due
-
-
-def test_digest_due_refuses_naive_time() -> None:
-    """A naive datetime is ambiguous about the day, so it is refused."""
-    with pytest.raises(ValueError, match="timezone-aware"):
-        digest_due(None, datetime(2026, 11, 27, 9), 8)
-
-
-@pytest.mark.parametrize(
-    ("record", "expected"),
-    [
-        pytest.param(ESCALATED, ESCALATED_TEXT.removeprefix("selfheal on vm1: "), id="crash-loop"),
-        pytest.param(
-            {
-                "issue": "data_quality",
-                "detection": "missing_values",
-                "outcome": "resolved",
-                "details": {"fixes": ["Filled MedInc with median: 3.53 (12 rows)", "Capped 45"]},
-            },
-            "data_quality resolved (missing values): Filled MedInc with median: 3.53 (12 rows);"
-            " Capped 45",
-            id="fixes",
-        ),
-        pytest.param(
-            {
-                "issue": "service_hang",
-                "detection": "start_timeout",
-                "outcome": None,
-                "details": {"pid": 7, "worker": 2, "nested": {"a": 1}},
-            },
-            "service_hang detected on worker 2 (start timeout): pid=7",
-            id="unfamiliar-details",
-        ),
-        pytest.param({}, "unknown issue detected", id="empty"),
-        pytest.param(
-            {"issue": "x", "details": {"reason": "line one\nline two"}},
-            "x detected: line one line two",
-            id="newlines-flattened",
-        ),
-    ],
-)
-def test_incident_text(record: dict[str, Any], expected: str) -> None:
-    """The one-line text names issue, outcome, worker, detection and the key details."""
-    assert incident_text(record) == expected
-
-
-# ----- config ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("values", "message"),
-    [
-        ({"webhook_url": "ftp://example.com/x"}, "webhook_url must be an http:// or https://"),
-        ({"webhook_url": "hooks.slack.com/services/x"}, "webhook_url must be an http"),
-        ({"webhook_url": "https://"}, "webhook_url must be an http"),
-        ({"smtp_host": "mail"}, "missing: email_from, email_to"),
-        ({"email_to": ["ops@example.com"]}, "missing: smtp_host, email_from"),
-        ({"smtp_starttls": True}, "email needs smtp_host, email_from and at least one email_to"),
-        ({"email_from": "not-an-address"}, "email_from: 'not-an-address' is not a bare email"),
-        ({"email_to": ["a@b.c", "Ops <ops@x.io>"]}, "email_to: 'Ops <ops@x.io>' is not a bare"),
-        ({"email_to": ["a@b.c\r\nBcc: x@y.z"]}, "is not a bare email address"),
-        ({"smtp_port": 0}, "greater than or equal to 1"),
-        ({"smtp_port": "25"}, "Input should be a valid integer"),
-        ({"timeout_s": 0.0}, "greater than 0"),
-        ({"retries": -1}, "greater than or equal to 0"),
-        ({"digest_hour_utc": 24}, "less than or equal to 23"),
-        ({"digest_hour_utc": -2}, "greater than or equal to -1"),
-        ({"queue_size": 0}, "greater than or equal to 1"),
-        ({"backoff_initial_s": 10.0, "backoff_max_s": 5.0}, "must not exceed backoff_max_s"),
-        ({"smtp_password": "hunter2"}, "Extra inputs are not permitted"),
-    ],
-)
-def test_config_rejects(values: dict[str, Any], message: str) -> None:
-    """Each invalid [notify] table fails validation with a message naming what is wrong."""
-    with pytest.raises(ValidationError, match=message.replace("(", r"\(")):
-        NotifyConfig(**values)
-
-
-def test_config_username_needs_password_file() -> None:
-    """smtp_username without smtp_password_file (or the reverse) is refused."""
-    email = {"smtp_host": "mail", "email_from": "a@b.c", "email_to": ["d@e.f"]}
-    with pytest.raises(ValidationError, match="go together"):
-        NotifyConfig(**email, smtp_username="u")
-    with pytest.raises(ValidationError, match="go together"):
-        NotifyConfig(**email, smtp_password_file="/etc/selfheal/smtp")  # noqa: S106 -- a path
-
-
-def test_config_defaults_are_off_and_frozen() -> None:
-    """An empty [notify] table is valid, turns everything off, and cannot be changed later."""
-    cfg = NotifyConfig()
-    assert (cfg.webhook_url, cfg.smtp_host, cfg.email_to, cfg.digest_hour_utc) == ("", "", [], 8)
-    with pytest.raises(ValidationError, match="frozen"):
-        cfg.retries = 1  # type: ignore[misc]
-    assert NotifyConfig(webhook_url="https://hooks.example.com/T/B/x").webhook_url

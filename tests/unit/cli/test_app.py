@@ -23,7 +23,7 @@ from selfheal_daemon.errors import (
 )
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.training import train_and_register
-from tests.unit.daemon.conftest import FAST_TRAINING
+from tests.training import FAST_TRAINING
 
 runner = CliRunner()
 

@@ -29,7 +29,7 @@ from selfheal_daemon.supervision.events import (
 )
 from selfheal_daemon.supervision.state import Decision, PolicyConfig, SupervisorState
 from selfheal_daemon.supervision.states import WorkerState
-from tests.unit.daemon.test_policy import Driver
+from tests.unit.supervision.driver import Driver
 
 CFG = PolicyConfig(
     restart=RestartConfig(
