@@ -1,4 +1,4 @@
-"""Notifications for people: one message per escalated incident, and a daily digest.
+"""Sending notifications: the webhook and SMTP channels, retries, and the one sending thread.
 
 Two optional channels: a webhook (a JSON POST with Slack's ``text`` plus the structured record) and
 SMTP email. ``Notifier`` only enqueues; one background thread sends each message to every channel,
