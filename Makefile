@@ -45,7 +45,7 @@ test: $(VENV)/.installed-test browser
 # bench/out/chaos.json and into the marked block of docs/RELIABILITY.md, failed or not.
 chaos: $(VENV)/.installed-test browser
 	SELFHEAL_CHAOS_REPORT=bench/out/chaos.json $(BIN)/python -m pytest -m chaos; status=$$?; \
-	$(BIN)/python bench/chaos_doc.py bench/out/chaos.json docs/RELIABILITY.md; exit $$status
+	$(BIN)/python -m bench.chaos_doc bench/out/chaos.json docs/RELIABILITY.md; exit $$status
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check selfheal_daemon service tests bench
@@ -56,34 +56,34 @@ lint: $(VENV)/.installed-test
 # tiny, in a few minutes, written to bench/out/): bench/results.json and the summary at the top of
 # docs/BENCHMARKS.md. The baselines live in the benchmarks' own venvs, never in the project's.
 bench:
-	$(PYTHON) bench/suite.py $(if $(QUICK),--quick)
+	$(PYTHON) -m bench.suite $(if $(QUICK),--quick)
 
 bench-coldstart: $(VENV)/.installed
-	$(BIN)/python bench/cold_start.py
+	$(BIN)/python -m bench.cold_start
 
 # Builds its own bench/.venv (with supervisord, never a project dependency); QUICK=1 for a short run.
 bench-recovery:
-	$(PYTHON) bench/recovery.py $(if $(QUICK),--quick) --json bench/out/recovery.json
+	$(PYTHON) -m bench.recovery $(if $(QUICK),--quick) --json bench/out/recovery.json
 
 # Side by side with a bare FastAPI app under wrk (installed with apt-get if missing).
 bench-serving:
-	$(PYTHON) bench/serving.py $(if $(QUICK),--quick) --json bench/out/serving.json
+	$(PYTHON) -m bench.serving $(if $(QUICK),--quick) --json bench/out/serving.json
 
 # Builds its own bench/.venv-drift (with Evidently, never a project dependency); QUICK=1 for a short run.
 bench-drift:
-	$(PYTHON) bench/drift.py $(if $(QUICK),--quick) --json bench/out/drift.json
+	$(PYTHON) -m bench.drift $(if $(QUICK),--quick) --json bench/out/drift.json
 
 # A model change under load: swapped in place inside the workers, against replacing the workers.
 bench-swap:
-	$(PYTHON) bench/swap.py $(if $(QUICK),--quick) --json bench/out/swap.json
+	$(PYTHON) -m bench.swap $(if $(QUICK),--quick) --json bench/out/swap.json
 
 # The daemon at idle (2 workers, default probes) against supervisord keeping 2 processes.
 bench-footprint:
-	$(PYTHON) bench/footprint.py $(if $(QUICK),--quick) --json bench/out/footprint.json
+	$(PYTHON) -m bench.footprint $(if $(QUICK),--quick) --json bench/out/footprint.json
 
 # Drift check and report time as the data and the audit trail grow tenfold.
 bench-growth:
-	$(PYTHON) bench/growth.py $(if $(QUICK),--quick) --json bench/out/growth.json
+	$(PYTHON) -m bench.growth $(if $(QUICK),--quick) --json bench/out/growth.json
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """The figures block of docs/RELIABILITY.md, from the report ``make chaos`` writes.
 
-``python bench/chaos_doc.py bench/out/chaos.json docs/RELIABILITY.md`` renders the report of the
+``python -m bench.chaos_doc bench/out/chaos.json docs/RELIABILITY.md`` renders the report of the
 fault suite (tests/chaos/conftest.py: one entry per scenario) as a markdown table between two marker
 comments and replaces that block in the document, leaving every other line as it was.
 """

@@ -9,7 +9,7 @@ listener and a private unix socket. For each run it measures, from ``Popen``:
 and, apart, the parts: importing the worker's modules; loading, verifying, smoke-testing the model.
 Prints progress, then a markdown table of medians, min and max; ``--json PATH`` writes the raw runs.
 
-    python bench/cold_start.py [--runs 9] [--json bench/out/cold_start.json]
+    python -m bench.cold_start [--runs 9] [--json bench/out/cold_start.json]
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from selfheal_daemon import contracts
+from selfheal_daemon.config import parse_config
+from selfheal_daemon.model.bootstrap import ensure_model
+from selfheal_daemon.model.registry import ModelRegistry
+from service.model_store import PROBE_ROW
 
-from selfheal_daemon.config import parse_config  # noqa: E402
-from selfheal_daemon.model.bootstrap import ensure_model  # noqa: E402
-from selfheal_daemon.model.registry import ModelRegistry  # noqa: E402
-from service.model_store import PROBE_ROW  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ROW = PROBE_ROW  # the row the service smoke-tests every model with
 POLL_S = 0.002
@@ -50,7 +50,7 @@ def one_run(registry: Path, version: str, workdir: Path) -> dict[str, float]:
     argv = [
         sys.executable,
         "-m",
-        "service.worker",
+        contracts.WORKER_MODULE,
         "--fd",
         str(listener.fileno()),
         "--uds",

@@ -39,7 +39,7 @@ first run, re-used later, re-installed when pyproject.toml or the requirements c
 re-runs itself in it. No network is used (Evidently's telemetry is turned off with DO_NOT_TRACK).
 Progress goes to stderr, a markdown table to stdout, the raw data to ``--json PATH``.
 
-    python3 bench/drift.py [--quick] [--runs N] [--json bench/out/drift.json]
+    python3 -m bench.drift [--quick] [--runs N] [--json bench/out/drift.json]
 """
 
 from __future__ import annotations
@@ -89,45 +89,18 @@ def progress(message: str) -> None:
     print(f"[{time.monotonic() - _T0:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
-# ----- the benchmark's own venv (the pattern of bench/recovery.py, for another venv) -------------
+# ----- the benchmark's own venv (the pattern of bench/venvs.py, for another venv) ----------------
 
 
-def ensure_bench_venv() -> Path:
-    """Create bench/.venv-drift (the project plus bench/requirements-drift.txt) unless current."""
-    python = BENCH_VENV / "bin" / "python"
-    stamp = BENCH_VENV / ".installed"
-    inputs = (ROOT / "pyproject.toml", REQUIREMENTS)
-    if (
-        python.exists()
-        and stamp.exists()
-        and all(stamp.stat().st_mtime >= p.stat().st_mtime for p in inputs)
-    ):
-        return python
-    if not python.exists():
-        progress(f"creating the benchmark venv {BENCH_VENV.relative_to(ROOT)} ...")
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-    progress(f"installing the project (editable) and {REQUIREMENTS.name} into it ...")
-    started = time.monotonic()
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-e", str(ROOT), "-r", str(REQUIREMENTS)],
-        check=True,
-    )
-    stamp.touch()
-    progress(f"  installed in {time.monotonic() - started:.0f} s")
-    return python
+def enter_bench_venv() -> None:
+    """Re-run this benchmark (same arguments) in bench/.venv-drift unless already there."""
+    from bench.venvs import ensure_venv, in_venv, rerun  # the measured workers need none of it
 
-
-def in_bench_venv() -> bool:
-    return Path(sys.prefix).resolve() == BENCH_VENV.resolve()
-
-
-def enter_bench_venv(script: Path) -> None:
-    """Re-run ``script`` (same arguments) in bench/.venv-drift unless already there."""
-    python = ensure_bench_venv()
-    if not in_bench_venv():
+    python = ensure_venv(BENCH_VENV, REQUIREMENTS)
+    if not in_venv(BENCH_VENV):
         progress(f"re-running this script in {BENCH_VENV.relative_to(ROOT)}")
         sys.stderr.flush()
-        os.execv(python, [str(python), str(script.resolve()), *sys.argv[1:]])  # noqa: S606
+        rerun(python)
 
 
 # ----- the data ----------------------------------------------------------------------------------
@@ -138,7 +111,8 @@ def make_data(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     import numpy as np
     import pandas as pd
 
-    from selfheal_daemon.model.features import FEATURES, load_dataset
+    from selfheal_daemon.defaults import FEATURES
+    from selfheal_daemon.model.features import load_dataset
 
     data = load_dataset(None)[list(FEATURES)].to_numpy(dtype=np.float64)
     pick = np.random.default_rng(SEED).choice(len(data), size=REFERENCE_ROWS, replace=False)
@@ -284,8 +258,9 @@ def sweep(rows: int) -> dict[str, Any]:
     from scipy.stats import wasserstein_distance
 
     from selfheal_daemon.config import DriftConfig
+    from selfheal_daemon.defaults import FEATURES
     from selfheal_daemon.model.drift import ReferenceSummary, check
-    from selfheal_daemon.model.features import FEATURES, load_dataset
+    from selfheal_daemon.model.features import load_dataset
 
     reference, _ = make_data(WARMUP_ROWS)
     ref = reference.to_numpy(dtype=np.float64)
@@ -345,8 +320,8 @@ def worker(tool: str, rows: int) -> dict[str, Any]:
     """One fresh process: set up, warm up on a small window, then measure one run."""
     import numpy as np
 
+    from selfheal_daemon.defaults import FEATURES
     from selfheal_daemon.model import drift
-    from selfheal_daemon.model.features import FEATURES
 
     if tool == "sweep":
         return sweep(rows)
@@ -392,10 +367,11 @@ def worker(tool: str, rows: int) -> dict[str, Any]:
 def spawn(tool: str, rows: int) -> dict[str, Any]:
     env = {**os.environ, "DO_NOT_TRACK": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", tool, "--rows", str(rows)],
+        [sys.executable, "-m", "bench.drift", "--worker", tool, "--rows", str(rows)],
         capture_output=True,
         text=True,
         env=env,
+        cwd=ROOT,
         check=False,
     )
     if done.returncode != 0:
@@ -631,7 +607,7 @@ def main() -> None:
         return
     if args.json:
         args.json = args.json.resolve()
-    enter_bench_venv(Path(__file__))
+    enter_bench_venv()
     benchmark(args)
 
 

@@ -26,13 +26,13 @@ sampling span (which spreads the monitoring pass evenly; a window of its own eit
 does not). A process that appears during a window counts from its start; one that exits during a
 window loses its last part (there are none at idle: the count is printed).
 
-Uses the benchmark venv bench/.venv of bench/recovery.py (supervisor is never a dependency of the
+Uses the benchmark venv bench/.venv (bench/venvs.py; supervisor is never a dependency of the
 project); the script re-runs itself in it. Every process it starts is stopped at the end (SIGTERM,
 then SIGKILL by pid); only 127.0.0.1 is used. Progress to stdout, a markdown table at the end,
 ``--json PATH`` writes the figures. ``--registry DIR`` serves a copy of a registry trained before
 (bench/suite.py trains one for every part) instead of training the model here.
 
-    python3 bench/footprint.py [--settle 15] [--window 20] [--windows 6 | --quick]
+    python3 -m bench.footprint [--settle 15] [--window 20] [--windows 6 | --quick]
         [--registry DIR] [--json PATH]
 """
 
@@ -44,32 +44,25 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # so that bench.recovery imports however this script is run
-
-from bench.recovery import (  # noqa: E402
-    BENCH_BIN,
+from bench.harness import (
     HOST,
-    STANDALONE_APP,
     Processes,
     Started,
-    enter_bench_venv,
     free_port,
     fresh_client,
     health_pid,
     model_to_serve,
     progress,
-    supervisord_header,
     tail,
     wait_for,
 )
+from bench.supervisord_baseline import launch_supervisord, program_section, supervisord_header
+from bench.venvs import BENCH_BIN, enter_bench_venv
 
 WORKERS = 2
 DEFAULT_SETTLE_S = 15.0
@@ -113,25 +106,10 @@ def start_selfheal(procs: Processes, state_dir: Path, workdir: Path) -> Started:
 
 def write_supervisord_conf(directory: Path, ports: list[int], registry: Path, version: str) -> Path:
     """supervisord's defaults (as bench/recovery.py writes them), one program per worker."""
-    programs = []
-    for i, port in enumerate(ports):
-        command = (
-            f"{BENCH_BIN / 'python'} {STANDALONE_APP} --registry {registry} --version {version} "
-            f"--host {HOST} --port {port}"
-        )
-        programs.append(
-            f"""[program:app{i}]
-command = {command}
-directory = {ROOT}
-environment = OMP_NUM_THREADS="1"
-autostart = true
-autorestart = true
-startsecs = 1
-startretries = 3
-stdout_logfile = {directory / f"app{i}.log"}
-redirect_stderr = true
-"""
-        )
+    programs = [
+        program_section(f"app{i}", registry, version, port, directory / f"app{i}.log")
+        for i, port in enumerate(ports)
+    ]
     conf = directory / "supervisord.conf"
     conf.write_text(supervisord_header(directory) + "\n".join(programs))
     return conf
@@ -144,9 +122,7 @@ def start_supervisord(procs: Processes, registry: Path, version: str, workdir: P
     conf = write_supervisord_conf(directory, ports, registry, version)
     log = directory / "supervisord.out"
     progress(f"supervisord: starting it with {WORKERS} programs on ports {ports} ...")
-    supervisord = procs.start(
-        "supervisord", [str(BENCH_BIN / "supervisord"), "-n", "-c", str(conf)], log, cwd=directory
-    )
+    supervisord = launch_supervisord(procs, "supervisord", conf, log)
     deadline = time.monotonic() + START_TIMEOUT_S
     with fresh_client() as client:
         for port in ports:
@@ -404,7 +380,7 @@ def main() -> None:
     args = parse_args()
     if args.json:
         args.json = args.json.resolve()
-    enter_bench_venv(Path(__file__))
+    enter_bench_venv()
     data = benchmark(args)
     print()
     print(f"machine: {data['machine']}")

@@ -22,10 +22,10 @@
 
 For each tenfold step the time ratio is printed: about 10 means linear, less means a fixed cost
 still dominates. ``--quick``: trails of 100, 1k and 10k records, fewer runs. Uses the benchmark
-venv bench/.venv of bench/recovery.py (the script re-runs itself in it). Progress to stdout,
+venv bench/.venv (bench/venvs.py; the script re-runs itself in it). Progress to stdout,
 markdown tables at the end, ``--json PATH`` writes the figures.
 
-    python3 bench/growth.py [--runs 5 | --quick] [--json bench/out/growth.json]
+    python3 -m bench.growth [--runs 5 | --quick] [--json bench/out/growth.json]
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import platform
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,11 +45,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # so that bench.recovery imports however this script is run
-
-from bench.recovery import BENCH_BIN, enter_bench_venv, progress  # noqa: E402
+from bench.harness import progress
+from bench.venvs import BENCH_BIN, enter_bench_venv
 
 DRIFT_SIZES = (10_000, 100_000, 1_000_000)
 TRAIL_SIZES = (1_000, 10_000, 100_000)
@@ -110,8 +106,8 @@ def drift_growth(runs: int) -> dict[str, Any]:
     import numpy as np
 
     from bench.drift import make_data, run_selfheal
+    from selfheal_daemon.defaults import FEATURES as MODEL_FEATURES
     from selfheal_daemon.model.drift import ReferenceSummary
-    from selfheal_daemon.model.features import FEATURES as MODEL_FEATURES
 
     reference, warm = make_data(WARMUP_ROWS)
     summary = ReferenceSummary.build(reference.to_numpy(dtype=np.float64), MODEL_FEATURES)
@@ -162,7 +158,8 @@ class TrailWriter:
     """Writes ``size`` records through AuditLog and IncidentBook in the daemon's proportions."""
 
     def __init__(self, directory: Path, size: int) -> None:
-        from selfheal_daemon.record.audit import AuditLog, IncidentBook
+        from selfheal_daemon.record.audit import AuditLog
+        from selfheal_daemon.record.recorder import IncidentBook
 
         self.clock = SimClock()
         self.log = AuditLog(directory, clock=self.clock)
@@ -530,7 +527,7 @@ def main() -> None:
     args = parse_args()
     if args.json:
         args.json = args.json.resolve()
-    enter_bench_venv(Path(__file__))
+    enter_bench_venv()
     data: dict[str, Any] = {"runs": args.runs, "cli_runs": args.cli_runs}
     data["drift"] = drift_growth(args.runs)
     trails = QUICK_TRAIL_SIZES if args.quick else TRAIL_SIZES

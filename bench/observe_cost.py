@@ -12,7 +12,7 @@ Without uvicorn's HTTP parsing the per-request total is smaller than a real work
 reported is an upper bound of the share in a served request; the absolute microseconds are what
 capture and the metrics middleware add.
 
-    python3 bench/observe_cost.py [--blocks 15] [--json bench/out/observe_cost.json]
+    python3 -m bench.observe_cost [--blocks 15] [--json bench/out/observe_cost.json]
 
 Runs in the project's venv (.venv): it needs nothing beyond the project.
 """
@@ -33,10 +33,6 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the daemon runs its workers
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 BODIES = {"1 row": 1, "1000 rows": 1000}
 PER_BLOCK = {"1 row": 400, "1000 rows": 20}
 _T0 = time.monotonic()
@@ -47,7 +43,8 @@ def progress(message: str) -> None:
 
 
 def bodies() -> dict[str, bytes]:
-    from selfheal_daemon.model.features import FEATURES, load_dataset
+    from selfheal_daemon.defaults import FEATURES
+    from selfheal_daemon.model.features import load_dataset
 
     rows = load_dataset(None)[list(FEATURES)].dropna().sample(n=1000, random_state=0)
     records = rows.to_dict(orient="records")

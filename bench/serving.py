@@ -31,13 +31,13 @@ wrk, both servers and this script share the machine's cores: on a 2-core machine
 generator takes CPU from the servers, so absolute figures are lower than a separate client would
 see. The ratios between the apps are the point.
 
-Uses the benchmark venv bench/.venv of bench/recovery.py (created or updated on first use; the
+Uses the benchmark venv bench/.venv (bench/venvs.py; created or updated on first use, the
 script re-runs itself in it). Every process it starts is stopped at the end (SIGTERM, then
 SIGKILL by pid); only 127.0.0.1 is used. Prints progress, then a markdown table per scenario and
 the ratios the targets of issue 9 are about; ``--json PATH`` writes the raw data. ``--registry
 DIR`` serves a copy of a registry trained before (bench/suite.py trains one for every part).
 
-    python3 bench/serving.py [--duration 10] [--runs 3 | --quick] [--registry DIR]
+    python3 -m bench.serving [--duration 10] [--runs 3 | --quick] [--registry DIR]
         [--json bench/out/serving.json]
 """
 
@@ -58,23 +58,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # so that bench.recovery imports however this script is run
-
-from bench.recovery import (  # noqa: E402
-    BENCH_BIN,
+from bench.harness import (
     HOST,
+    ROOT,
     ROW,
     Processes,
     Started,
-    enter_bench_venv,
     free_port,
     model_to_serve,
     progress,
     tail,
     wait_for,
 )
+from bench.venvs import BENCH_BIN, enter_bench_venv
 
 WORKERS = 2  # service.workers for selfheal, --workers for the bare app
 BATCH_ROWS = 1000  # rows of the batch body; the service's default max_batch_rows
@@ -517,7 +513,8 @@ def write_bodies(workdir: Path) -> tuple[dict[str, bytes], dict[str, Path]]:
     """The two JSON bodies, their wrk scripts, and the batch's rows as rows.npy (raw measure)."""
     import numpy as np
 
-    from selfheal_daemon.model.features import FEATURES, load_dataset
+    from selfheal_daemon.defaults import FEATURES
+    from selfheal_daemon.model.features import load_dataset
 
     # Rows with a gap (NaN AveBedrms in the raw data) are left out: NaN is not JSON, and the
     # service rightly answers it with a 422 (the bare app would accept it).
@@ -705,7 +702,7 @@ def main() -> None:
     args = parse_args()
     if args.json:
         args.json = args.json.resolve()
-    enter_bench_venv(Path(__file__))
+    enter_bench_venv()
     benchmark(args)
 
 

@@ -1,8 +1,9 @@
 """`make bench`: every benchmark of selfheal against what users would pick instead, in one run.
 
-Runs each part as a subprocess, one after the other on the same machine (each script builds and
-re-enters its own venv: bench/.venv with supervisor, bench/.venv-drift with Evidently; neither is a
-dependency of the project), with settings that fit the time budget:
+Runs each part as a subprocess (``python3 -m bench.<part>`` in the repository root), one after the
+other on the same machine (each script builds and re-enters its own venv: bench/.venv with
+supervisor, bench/.venv-drift with Evidently; neither is a dependency of the project), with
+settings that fit the time budget:
 
 - ``recovery`` (bench/recovery.py): ``kill -9`` MTTR and failed requests under load, selfheal with 1
   and 2 workers against supervisord with its defaults and against the cold start (the floor); a
@@ -30,7 +31,7 @@ suite exits 1 at the end. Nothing here is a test: no figure is asserted anywhere
 quoting, so it writes ``bench/out/results-quick.json`` and ``bench/out/summary-quick.md`` instead
 of the committed files unless ``--results``/``--doc`` say otherwise.
 
-    python3 bench/suite.py [--quick] [--parts recovery,swap,...] [--results PATH] [--doc PATH]
+    python3 -m bench.suite [--quick] [--parts recovery,swap,...] [--results PATH] [--doc PATH]
 """
 
 from __future__ import annotations
@@ -50,13 +51,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import suite_doc
+from bench.suite_rows import SUMMARISE, missing, rows_for
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench import suite_doc  # noqa: E402
-from bench.suite_rows import SUMMARISE, missing, rows_for  # noqa: E402
-
 OUT = ROOT / "bench" / "out" / "suite"
 RESULTS = ROOT / "bench" / "results.json"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -64,30 +62,30 @@ QUICK_RESULTS = ROOT / "bench" / "out" / "results-quick.json"
 QUICK_DOC = ROOT / "bench" / "out" / "summary-quick.md"
 STOP_GRACE_S = 60.0  # a part told to stop gets this long to stop what it started
 
-# part -> (script, arguments of the default run, of the quick run, time limit in seconds)
+# part -> (module, arguments of the default run, of the quick run, time limit in seconds)
 PARTS: dict[str, tuple[str, list[str], list[str], float]] = {
     "recovery": (
-        "recovery.py",
+        "bench.recovery",
         ["--cycles", "10", "--hang-cycles", "3", "--floor-runs", "5"],
         ["--cycles", "2", "--hang-cycles", "1", "--floor-runs", "2"],
         900,
     ),
-    "swap": ("swap.py", ["--cycles", "3"], ["--cycles", "1"], 900),
-    "drift": ("drift.py", ["--runs", "3"], ["--quick", "--runs", "1"], 1200),
+    "swap": ("bench.swap", ["--cycles", "3"], ["--cycles", "1"], 900),
+    "drift": ("bench.drift", ["--runs", "3"], ["--quick", "--runs", "1"], 1200),
     "serving": (
-        "serving.py",
+        "bench.serving",
         ["--duration", "4", "--runs", "3"],
         ["--quick", "--duration", "1", "--runs", "1"],
         900,
     ),
     # 4 windows of 15 s: the span holds exactly one of the daemon's 60 s monitoring passes.
     "footprint": (
-        "footprint.py",
+        "bench.footprint",
         ["--settle", "10", "--window", "15", "--windows", "4"],
         ["--quick"],
         600,
     ),
-    "growth": ("growth.py", [], ["--quick"], 600),
+    "growth": ("bench.growth", [], ["--quick"], 600),
 }
 
 SEEDED = ("recovery", "serving", "footprint")  # parts that take --registry: trained once, here
@@ -201,7 +199,7 @@ def collect(name: str, outcome: dict[str, Any], out_json: Path, hang_bound_s: fl
 def train_model(doc: dict[str, Any]) -> Path | None:
     """The default model (bundled data, default settings), trained once for the parts that serve
     it; None (each part then trains its own) if that fails."""
-    from bench.recovery import ensure_bench_venv
+    from bench.venvs import ensure_bench_venv
 
     python = ensure_bench_venv()
     state = OUT / "model"
@@ -339,14 +337,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trained = train_model(doc) if any(p in SEEDED for p in args.parts) else None
     hang_bound = venv_versions(".venv", ()).get("_hang_bound_s")
     for i, name in enumerate(args.parts, 1):
-        script, full, quick, limit = PARTS[name]
+        module, full, quick, limit = PARTS[name]
         out_json, log = OUT / f"{name}.json", OUT / f"{name}.log"
         out_json.unlink(missing_ok=True)  # never report an older run's figures
-        argv = [sys.executable, str(ROOT / "bench" / script), *(quick if args.quick else full)]
+        argv = [sys.executable, "-m", module, *(quick if args.quick else full)]
         if trained is not None and name in SEEDED:
             argv += ["--registry", str(trained)]
         argv += ["--json", str(out_json)]
-        shown = " ".join(["python3", f"bench/{script}", *argv[2:]]).replace(str(ROOT) + "/", "")
+        shown = " ".join(["python3", *argv[1:]]).replace(str(ROOT) + "/", "")
         progress(f"part {i}/{len(args.parts)}: {name}: {shown}")
         outcome = run_part(name, argv, limit, log)
         outcome.update(command=shown, raw_json=str(out_json.relative_to(ROOT)))

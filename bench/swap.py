@@ -16,10 +16,10 @@ count what a client sees: answers, refused connections, other failures, the slow
   V.
 
 Cycles alternate between the two, each after 3 s of steady load; medians are reported, and every
-failed or refused request over the whole run per kind. Uses the benchmark venv of
-bench/recovery.py. Every process it starts is stopped at the end, by pid; only 127.0.0.1 is used.
+failed or refused request over the whole run per kind. Uses the benchmark venv bench/.venv
+(bench/venvs.py). Every process it starts is stopped at the end, by pid; only 127.0.0.1 is used.
 
-    python3 bench/swap.py [--cycles 5 | --quick] [--json bench/out/swap.json]
+    python3 -m bench.swap [--cycles 5 | --quick] [--json bench/out/swap.json]
 """
 
 from __future__ import annotations
@@ -29,28 +29,14 @@ import json
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.recovery import (  # noqa: E402
-    BENCH_BIN,
-    HOST,
-    ClientPoller,
-    Processes,
-    enter_bench_venv,
-    free_port,
-    progress,
-    tail,
-    wait_for,
-)
+from bench.harness import HOST, ClientPoller, Processes, free_port, progress, tail, wait_for
+from bench.venvs import BENCH_BIN, enter_bench_venv
 
 CLIENTS = 4
 STEADY_S = 3.0
@@ -241,7 +227,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.cycles = 2
-    enter_bench_venv(Path(__file__))
+    enter_bench_venv()
     data = benchmark(args)
     report(data)
     if args.json:

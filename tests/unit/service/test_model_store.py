@@ -149,13 +149,13 @@ def test_old_model_answers_while_new_one_loads() -> None:
 
 
 def test_bench_row_is_the_probe_row() -> None:
-    """bench/recovery.py keeps a stdlib-only copy of the probe row; it must not drift."""
+    """bench/harness.py keeps a stdlib-only copy of the probe row; it must not drift."""
     import ast
     from pathlib import Path
 
     from service.model_store import PROBE_ROW
 
-    source = (Path(__file__).resolve().parents[3] / "bench" / "recovery.py").read_text()
+    source = (Path(__file__).resolve().parents[3] / "bench" / "harness.py").read_text()
     tree = ast.parse(source)
     (row,) = [
         ast.literal_eval(node.value)
