@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test chaos lint browser bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
+.PHONY: run test chaos lint browser image bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
 	bench-footprint bench-growth clean
 
 $(BIN)/python:
@@ -25,11 +25,14 @@ run: $(VENV)/.installed
 
 # Debian packages the tests drive, installed here when missing (needs root, as in CI): chromium
 # for the dashboard tests, systemd-analyze (package systemd) for the unit's checks, python3-venv
-# for the installer's tests (deploy/install.sh builds the service's venv on /usr/bin/python3).
+# for the installer's tests (deploy/install.sh builds the service's venv on /usr/bin/python3),
+# podman, runc and mmdebstrap for the container tests (the image, and systemd booted as PID 1).
 browser:
 	@missing=""; \
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || missing="chromium chromium-driver"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v podman >/dev/null && command -v runc >/dev/null || missing="$$missing podman runc uidmap slirp4netns fuse-overlayfs"; \
+	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
 	/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -46,6 +49,17 @@ test: $(VENV)/.installed-test browser
 chaos: $(VENV)/.installed-test browser
 	SELFHEAL_CHAOS_REPORT=bench/out/chaos.json $(BIN)/python -m pytest -m chaos; status=$$?; \
 	$(BIN)/python -m bench.chaos_doc bench/out/chaos.json docs/RELIABILITY.md; exit $$status
+
+# The container image (deploy/container/Containerfile), built with no network from a wheelhouse.
+# BASE=IMAGE picks the base (the Containerfile's default is a public slim Python 3.11 image);
+# with no registry reachable, as here, the default is a Debian root filesystem built from
+# Debian's mirror by deploy/container/rootfs.sh (once). Run it with
+#   deploy/container/podman.sh run -d -p 127.0.0.1:8000:8000 -v selfheal-state:/var/lib/selfheal localhost/selfheal:0.1.0
+IMAGE_BASE ?= localhost/selfheal-base:bookworm
+image: browser
+	@if [ "$(IMAGE_BASE)" = localhost/selfheal-base:bookworm ] && \
+		! deploy/container/podman.sh image exists $(IMAGE_BASE); then deploy/container/rootfs.sh; fi
+	deploy/container/build.sh --base $(IMAGE_BASE)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check selfheal_daemon service tests bench

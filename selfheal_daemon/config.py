@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from selfheal_daemon.defaults import FEATURES
 from selfheal_daemon.errors import ConfigError
@@ -57,6 +65,9 @@ def _os_path(path: str, key: str) -> str:
 class ServiceConfig(_Section):
     """The model service: where it listens and what it accepts."""
 
+    # Listen beyond loopback: for a container, whose network is its own and whose port is
+    # published on the host's loopback (deploy/container). Before ``host``, which reads it.
+    expose: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=2, ge=1, le=64)
@@ -72,8 +83,19 @@ class ServiceConfig(_Section):
 
     @field_validator("host")
     @classmethod
-    def _loopback(cls, v: str) -> str:
-        return _require_loopback(v, "host")
+    def _loopback(cls, v: str, info: ValidationInfo) -> str:
+        if not info.data.get("expose", False):
+            try:
+                return _require_loopback(v, "host")
+            except ValueError as exc:
+                raise ValueError(
+                    f"{exc} (in a container, service.expose = true listens on its own network)"
+                ) from None
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(f"host must be an IP address, got {v!r}") from None
+        return v
 
     @model_validator(mode="after")
     def _drain_before_kill(self) -> ServiceConfig:

@@ -21,3 +21,24 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
 
     with daemon_starter(tmp_path) as start:
         yield start
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every wheel an offline install needs, built once per session by deploy/wheelhouse.sh
+    (with dumb-init, the container image's init): the installer's and the image's tests share it."""
+    import subprocess
+
+    directory = tmp_path_factory.mktemp("wheelhouse")
+    script = Path(__file__).resolve().parents[1] / "deploy" / "wheelhouse.sh"
+    result = subprocess.run(
+        [str(script), "--extra", "dumb-init", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"wheelhouse.sh exited {result.returncode}:\n{result.stderr}")
+    return directory

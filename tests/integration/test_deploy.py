@@ -152,11 +152,9 @@ class Install:
 
 
 @pytest.fixture(scope="module")
-def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every wheel an install needs (deploy/wheelhouse.sh, once): the offline install path."""
-    directory = tmp_path_factory.mktemp("wheels")
-    run(DEPLOY / "wheelhouse.sh", directory, timeout=600)
-    return directory
+def wheels(wheelhouse: Path) -> Path:
+    """Every wheel an install needs (deploy/wheelhouse.sh, once a session): the offline path."""
+    return wheelhouse
 
 
 @pytest.fixture(scope="module")

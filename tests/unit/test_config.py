@@ -46,6 +46,12 @@ def test_empty_config_gives_safe_defaults() -> None:
         ({"service": {"drain_s": 5.0}}, "service: drain_s (5.0) must be shorter than stop_grace_s"),
         ({"service": {"host": "10.0.0.5"}}, "service.host: host must be a loopback address"),
         ({"service": {"host": "example.com"}}, "service.host: host must be a loopback IP address"),
+        ({"service": {"host": "0.0.0.0"}}, "service.expose = true listens on its own network"),
+        (
+            {"service": {"host": "example.com", "expose": True}},
+            "service.host: host must be an IP address, got 'example.com'",
+        ),
+        ({"service": {"expose": "yes"}}, "service.expose: Input should be a valid boolean"),
         ({"probe": {"timeout_s": 5.0}}, "probe: timeout_s (5.0) must not exceed interval_s (2.0)"),
         ({"probe": {"interval_s": 0}}, "probe.interval_s: Input should be greater than 0"),
         ({"probe": {"failure_threshold": 0}}, "probe.failure_threshold: Input should be greater"),
@@ -66,6 +72,23 @@ def test_bad_values_name_key_and_reason(data: dict[str, Any], expected: str) -> 
         parse_config(data, Path("/etc/selfheal/config.toml"))
     assert expected in str(info.value)
     assert str(info.value).startswith("/etc/selfheal/config.toml: ")
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "127.0.0.1"])
+def test_expose_lets_the_service_listen_beyond_loopback(host: str) -> None:
+    """With service.expose (a container's config) any IP address is a valid service host; the
+    control endpoint's TCP listener stays loopback only."""
+    cfg = parse_config({"service": {"host": host, "expose": True}})
+    assert (cfg.service.host, cfg.service.expose) == (host, True)
+    with pytest.raises(ConfigError, match="control.tcp_host: tcp_host must be a loopback"):
+        parse_config({"service": {"expose": True}, "control": {"tcp_host": "0.0.0.0"}})
+
+
+def test_the_container_config_is_valid() -> None:
+    """deploy/container/config.toml, the image's config, passes check-config as shipped."""
+    cfg = load_config(REPO / "deploy" / "container" / "config.toml")
+    assert (cfg.service.host, cfg.service.expose, cfg.service.port) == ("0.0.0.0", True, 8000)
+    assert str(cfg.state_dir) == "/var/lib/selfheal"
 
 
 def test_several_problems_are_all_reported() -> None:
