@@ -80,7 +80,7 @@ def test_expose_lets_the_service_listen_beyond_loopback(host: str) -> None:
     control endpoint's TCP listener stays loopback only."""
     cfg = parse_config({"service": {"host": host, "expose": True}})
     assert (cfg.service.host, cfg.service.expose) == (host, True)
-    with pytest.raises(ConfigError, match="control.tcp_host: tcp_host must be a loopback"):
+    with pytest.raises(ConfigError, match=r"control\.tcp_host: tcp_host must be a loopback"):
         parse_config({"service": {"expose": True}, "control": {"tcp_host": "0.0.0.0"}})
 
 
