@@ -30,11 +30,9 @@ class Podman:
     def env(self) -> dict[str, str]:
         return {**os.environ, "SELFHEAL_PODMAN_ROOT": str(self.root)}
 
-    def run(
-        self, *args: str | Path, ok: bool = True, timeout: float = 120
+    def _call(
+        self, argv: list[str], *, ok: bool, timeout: float
     ) -> subprocess.CompletedProcess[str]:
-        """``podman ARGS``; with ``ok`` fail the test, showing its output, unless it exits 0."""
-        argv = [str(CONTAINER / "podman.sh"), *map(str, args)]
         result = subprocess.run(
             argv,
             capture_output=True,
@@ -46,27 +44,21 @@ class Podman:
         )
         if ok and result.returncode != 0:
             raise AssertionError(
-                f"podman {' '.join(argv[1:])} exited {result.returncode}:\n"
-                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+                f"{Path(argv[0]).name} {' '.join(argv[1:])} exited {result.returncode}:\n"
+                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
             )
         return result
 
+    def run(
+        self, *args: str | Path, ok: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """``podman ARGS``; with ``ok`` fail the test, showing its output, unless it exits 0."""
+        return self._call([str(CONTAINER / "podman.sh"), *map(str, args)], ok=ok, timeout=timeout)
+
     def script(self, path: Path, *args: str | Path, timeout: float = 600) -> str:
-        """Run one of deploy/container's scripts against this storage; its output."""
-        result = subprocess.run(
-            [str(path), *map(str, args)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-        )
-        if result.returncode != 0:
-            raise AssertionError(
-                f"{path.name} exited {result.returncode}:\n{result.stdout[-4000:]}\n"
-                f"{result.stderr[-4000:]}"
-            )
+        """Run one of deploy/container's scripts against this storage; its output (fails the
+        test unless it exits 0)."""
+        result = self._call([str(path), *map(str, args)], ok=True, timeout=timeout)
         return result.stdout + result.stderr
 
     def exec(self, name: str, *argv: str, ok: bool = True, timeout: float = 60) -> str:
