@@ -27,6 +27,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.container)
             item.add_marker(pytest.mark.slow)
+            # the first test of a module may build the root filesystem, wheelhouse and image
+            item.add_marker(pytest.mark.timeout(900))
 
 
 @pytest.fixture(scope="session")
