@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import pytest
 
 from tests.container.engine import Podman, unique
 from tests.helpers import wait_until
+from tests.releases import release
 
 pytestmark = pytest.mark.timeout(900)  # the first test also builds the image and the wheelhouse
 
@@ -41,8 +41,6 @@ DROPINS = "/etc/systemd/system/selfheal.service.d"
 STATE = "/var/lib/selfheal"
 URL = "http://127.0.0.1:8000"
 VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-RELEASE_FILES = ("pyproject.toml", "README.md", "config.toml", "selfheal_daemon", "service",
-                 "systemd", "deploy")  # fmt: skip
 
 BOOT_S = 60.0
 INSTALL_S = 900.0  # the first start trains a model (a few seconds here, minutes on a small VM)
@@ -692,31 +690,6 @@ def test_systemctl_stop_leaves_no_process(machine: Machine) -> None:
 
 
 # ----- upgrade and rollback -------------------------------------------------------------------
-
-
-def release(releases: Path, version: str) -> Path:
-    """A copy of this source tree as the next release (as tests/integration/test_deploy.py
-    makes one): its version set to ``version`` in pyproject.toml, and a line
-    added to its unit that shows which release installed it."""
-    tree = releases / f"release-{version}"
-    tree.mkdir()
-    for name in RELEASE_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, tree / name)
-    (tree / "docs").mkdir()
-    shutil.copy2(ROOT / "docs" / "OPERATIONS.md", tree / "docs")
-    unit = tree / "systemd" / "selfheal.service"
-    unit.write_text(unit.read_text() + f"# release {version}\n")
-    pyproject = tree / "pyproject.toml"
-    text, n = re.subn(
-        r'^version = "[^"]+"', f'version = "{version}"', pyproject.read_text(), count=1, flags=re.M
-    )
-    assert n == 1
-    pyproject.write_text(text)  # the package reads its version from the installed metadata
-    return tree
 
 
 def state_of(machine: Machine) -> dict[str, Any]:

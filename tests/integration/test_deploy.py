@@ -45,6 +45,7 @@ import pytest
 
 from tests.daemons import RunningDaemon, write_config
 from tests.helpers import free_port, wait_until
+from tests.releases import release
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -54,8 +55,6 @@ UNIT = ROOT / "systemd" / "selfheal.service"
 ANALYZE = shutil.which("systemd-analyze")
 BASE_PYTHON = "/usr/bin/python3"  # the installer's default: Debian's, outside /root and /home
 STATE = "var/lib/selfheal"
-RELEASE_FILES = ("pyproject.toml", "README.md", "config.toml", "selfheal_daemon", "service",
-                 "systemd", "deploy")  # fmt: skip
 
 
 def _base_python_usable() -> bool:
@@ -165,34 +164,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Install
     target = Install(prefix, wheels, "", clean)
     target.output = target.install()
     return target
-
-
-def release(tmp_path: Path, version: str) -> Path:
-    """A copy of this source tree as the next release: its version set to ``version``, and a
-    line added to its unit so that the installed unit shows which release it came from."""
-    tree = tmp_path / f"release-{version}"
-    tree.mkdir()
-    for name in RELEASE_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, tree / name)
-    (tree / "docs").mkdir()
-    shutil.copy2(ROOT / "docs" / "OPERATIONS.md", tree / "docs")
-    unit = tree / "systemd" / "selfheal.service"
-    unit.write_text(unit.read_text() + f"# release {version}\n")
-    pyproject = tree / "pyproject.toml"
-    text = pyproject.read_text()
-    assert '\nversion = "' in text
-    pyproject.write_text(
-        "\n".join(
-            f'version = "{version}"' if line.startswith("version = ") else line
-            for line in text.splitlines()
-        )
-        + "\n"
-    )
-    return tree
 
 
 def installed_version(venv: Path, cwd: Path) -> str:
