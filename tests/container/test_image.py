@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,12 +136,10 @@ def test_stop_drains_exits_0_and_the_state_survives_a_new_container(
     container on the same volume serves the same model without training, with the same trail."""
     model = httpx.get(f"{service.url}/model", timeout=5).json()
     crashes = history(podman, service.name, "service_crash")
-    started = time.monotonic()
     podman.run("stop", "--time", str(STOP_GRACE_S), service.name, timeout=STOP_GRACE_S + 30)
-    took = time.monotonic() - started
     state = podman.inspect(service.name)["State"]
+    # 0, not 137: the daemon exited by itself within the grace, podman never sent SIGKILL
     assert (state["Status"], state["ExitCode"]) == ("exited", 0)
-    assert took < STOP_GRACE_S, f"stop took {took:.1f} s: SIGKILL, not a drain"
     logs = output(podman.run("logs", service.name))
     assert "SIGTERM received" in logs
     assert "all workers stopped" in logs
