@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from selfheal_daemon.defaults import FEATURES
+from selfheal_daemon.defaults import FEATURES, MODEL_NAME, TARGET
 from selfheal_daemon.errors import ConfigError
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=86_400)]
@@ -166,10 +166,88 @@ class TrainingConfig(_Section):
         return _os_path(v, "data")
 
 
+METRICS: tuple[str, ...] = (
+    "r2", "mae", "rmse", "accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss",
+)
+REGRESSION_METRICS = frozenset({"r2", "mae", "rmse"})
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _dotted_factory(v: str) -> str:
+    if not v:
+        return v
+    module, sep, func = v.partition(":")
+    parts = module.split(".")
+    if not sep or not func.isidentifier() or not all(p.isidentifier() for p in parts):
+        raise ValueError(f"pipeline must be 'package.module:function' (or \"\"), got {v!r}")
+    return v
+
+
+class ModelConfig(_Section):
+    """The user's model (SPEC "Your model"); with no ``[model]`` table, the bundled default."""
+
+    name: str = Field(default="model", pattern=_NAME)
+    task: Literal["auto", "regression", "binary", "multiclass"] = "auto"
+    target: str = Field(default=TARGET, min_length=1)
+    features: list[str] = []
+    categorical: list[str] = []
+    ignore: list[str] = []
+    missing_values: list[str] = ["", "?", "NA", "N/A", "null"]
+    pipeline: str = ""
+    metric: Literal["auto", *METRICS] = "auto"  # type: ignore[valid-type]
+
+    @field_validator("pipeline")
+    @classmethod
+    def _factory(cls, v: str) -> str:
+        return _dotted_factory(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        for key in ("features", "categorical", "ignore"):
+            names: list[str] = getattr(self, key)
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{key} names {', '.join(repeated)} more than once")
+            if self.target in names:
+                raise ValueError(f"{key} may not name the target {self.target!r}")
+        both = sorted(set(self.features) & set(self.ignore))
+        if both:
+            raise ValueError(f"{', '.join(both)} are in both features and ignore")
+        if self.features:
+            stray = sorted(set(self.categorical) - set(self.features))
+            if stray:
+                raise ValueError(f"categorical names {', '.join(stray)}, not in features")
+        if self.task == "regression" and self.metric not in ("auto", *REGRESSION_METRICS):
+            raise ValueError(f"metric {self.metric!r} is for a classifier; the task is regression")
+        if self.task in ("binary", "multiclass") and self.metric in REGRESSION_METRICS:
+            raise ValueError(f"metric {self.metric!r} is for a regression; the task is {self.task}")
+        return self
+
+
+class DirectionalCheck(_Section):
+    """A model test: raising ``feature`` by ``step`` moves the prediction in ``expected`` on at
+    least ``share`` of the probe rows (for a classifier, the probability of the last class)."""
+
+    feature: str = Field(min_length=1)
+    step: float
+    expected: Literal["increase", "decrease"] = "increase"
+    share: float = Field(default=0.8, gt=0, le=1)
+
+    @field_validator("step")
+    @classmethod
+    def _nonzero(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("step must not be 0")
+        return v
+
+
 class GateConfig(_Section):
     """What a candidate model must clear before it is served: metrics and the model tests."""
 
     min_r2: float = Field(default=0.70, ge=-1, le=1)
+    # The bar in the metric's own direction (a floor for r2/accuracy/..., a ceiling for
+    # mae/rmse/log_loss); unset: min_r2 for r2, else the metric's default (model.metrics).
+    threshold: float | None = None
     champion_tolerance: float = Field(default=0.0, ge=0, le=1)
     golden_rows: int = Field(default=200, ge=10, le=100_000)
     golden_tolerance: float = Field(default=1.0, gt=0)
@@ -181,13 +259,12 @@ class GateConfig(_Section):
     latency_budget_ms: float = Field(default=50.0, gt=0, le=60_000)
     batch_latency_budget_ms: float = Field(default=1000.0, gt=0, le=600_000)
     suspect_max_share: float = Field(default=0.2, ge=0, le=1)
-
-    @field_validator("direction_feature")
-    @classmethod
-    def _known_feature(cls, v: str) -> str:
-        if v not in FEATURES:
-            raise ValueError(f"direction_feature must be one of {', '.join(FEATURES)}, got {v!r}")
-        return v
+    # Declared directional checks; unset: the direction_* keys above for the bundled model,
+    # none for a model of your own.
+    directional: list[DirectionalCheck] | None = None
+    slices: list[str] = []               # categorical features compared per category ...
+    slice_tolerance: float = Field(default=0.05, ge=0, le=1)  # ... worse than this loses ...
+    slice_min_rows: int = Field(default=30, ge=5, le=1_000_000)  # ... on a slice this big
 
 
 class MonitorConfig(_Section):
@@ -207,6 +284,7 @@ class DriftConfig(_Section):
     min_rows: int = Field(default=500, ge=10, le=10_000_000)
     window_rows: int = Field(default=5000, ge=10, le=10_000_000)
     share: float = Field(default=0.5, gt=0, le=1)
+    js_threshold: float = Field(default=0.1, gt=0, le=1)  # categorical: Jensen-Shannon distance
     weighted: bool = True
     consecutive: int = Field(default=2, ge=1, le=1000)
 
@@ -239,6 +317,9 @@ class PerformanceConfig(_Section):
     window_rows: int = Field(default=500, ge=10, le=10_000_000)
     min_rows: int = Field(default=200, ge=10, le=10_000_000)
     min_r2: float = Field(default=0.5, ge=-100, le=1)
+    # The live metric's bar in its own direction; unset: min_r2 for r2, else the metric's
+    # default live bar (model.metrics).
+    threshold: float | None = None
     recent_deploy_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 3600.0
     hold_s: Annotated[float, Field(ge=0, le=30 * 86_400)] = 3600.0
 
@@ -369,6 +450,7 @@ class Config(_Section):
     """The whole ``config.toml``. ``source`` is the file it came from (None for defaults)."""
 
     state_dir: Annotated[Path, Field(strict=False)] = Path("./var")
+    model: ModelConfig | None = None
     service: ServiceConfig = ServiceConfig()
     probe: ProbeConfig = ProbeConfig()
     restart: RestartConfig = RestartConfig()
@@ -391,6 +473,48 @@ class Config(_Section):
     def _usable(cls, v: Path) -> Path:
         _os_path(str(v), "state_dir")
         return v
+
+    @model_validator(mode="after")
+    def _model_names(self) -> Config:
+        spec = self.model_spec
+        known = set(spec.features) if spec.features else None
+        if self.model is None and self.training.data == "":
+            known = set(FEATURES)
+        if self.model is None and self.gate.direction_feature not in FEATURES:
+            raise ValueError(
+                f"gate.direction_feature must be one of {', '.join(FEATURES)}, "
+                f"got {self.gate.direction_feature!r}"
+            )
+        named = [(f"gate.directional.{i}.feature", d.feature)
+                 for i, d in enumerate(self.gate.directional or [])]
+        named += [(f"gate.slices.{i}", s) for i, s in enumerate(self.gate.slices)]
+        for key, name in named:
+            if name in spec.ignore or name == spec.target:
+                raise ValueError(f"{key}: {name!r} is the target or ignored, not a feature")
+            if known is not None and name not in known:
+                raise ValueError(f"{key}: {name!r} is not one of the model's features")
+        return self
+
+    @property
+    def model_spec(self) -> ModelConfig:
+        """The ``[model]`` table, or the bundled default's."""
+        return self.model if self.model is not None else ModelConfig(name=MODEL_NAME)
+
+    @property
+    def is_default_model(self) -> bool:
+        """True when no ``[model]`` table is given: the bundled California model."""
+        return self.model is None
+
+    @property
+    def directional_checks(self) -> list[DirectionalCheck]:
+        """The declared directional checks; for the bundled model, the direction_* keys."""
+        if self.gate.directional is not None:
+            return list(self.gate.directional)
+        if self.model is None:
+            g = self.gate
+            return [DirectionalCheck(feature=g.direction_feature, step=g.direction_step,
+                                     share=g.direction_min_share)]
+        return []
 
     @property
     def registry_dir(self) -> Path:

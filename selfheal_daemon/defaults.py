@@ -18,3 +18,5 @@ FEATURES: tuple[str, ...] = (
     "Longitude",
 )
 TARGET = "MedHouseVal"
+MODEL_NAME = "california-housing"
+TARGET_UNIT = "$100,000"
