@@ -18,7 +18,7 @@ What is measured, each run in a fresh subprocess (so that its peak memory is its
   rows is the Wasserstein distance normed by the reference's standard deviation, drifted at >= 0.1;
   the dataset drifts when at least half of the columns do.
 - **selfheal**: ``drift.check(summary, frame.to_numpy(), DriftConfig())`` with the default config.
-  The summary (``ReferenceSummary.build``, equal importance for every feature so that the weighted
+  The summary (``ReferenceSummary.build(reference, Schema.california())``, equal importance for every feature so that the weighted
   share is Evidently's plain share) is built before the timing: the daemon builds it once per model
   version at training time. Its build time and file size are reported apart. Also timed, in the
   same process: the check on a C-order (row-major) copy of the window.
@@ -261,10 +261,11 @@ def sweep(rows: int) -> dict[str, Any]:
     from selfheal_daemon.defaults import FEATURES
     from selfheal_daemon.model.drift import ReferenceSummary, check
     from selfheal_daemon.model.features import load_dataset
+    from selfheal_daemon.model.schema import Schema
 
     reference, _ = make_data(WARMUP_ROWS)
     ref = reference.to_numpy(dtype=np.float64)
-    summary = ReferenceSummary.build(ref, FEATURES)
+    summary = ReferenceSummary.build(ref, Schema.california())
     pool = load_dataset(None)[list(FEATURES)].to_numpy(dtype=np.float64)
     rng = np.random.default_rng([SEED, 1])
     sd, med = np.nanstd(ref, axis=0), np.nanmedian(ref, axis=0)
@@ -320,8 +321,8 @@ def worker(tool: str, rows: int) -> dict[str, Any]:
     """One fresh process: set up, warm up on a small window, then measure one run."""
     import numpy as np
 
-    from selfheal_daemon.defaults import FEATURES
     from selfheal_daemon.model import drift
+    from selfheal_daemon.model.schema import Schema
 
     if tool == "sweep":
         return sweep(rows)
@@ -337,7 +338,8 @@ def worker(tool: str, rows: int) -> dict[str, Any]:
         out["wasserstein_formula"] = normed_wasserstein(reference, current)
     else:
         ref = reference.to_numpy(dtype=np.float64)
-        builds = [measure(lambda: drift.ReferenceSummary.build(ref, FEATURES)) for _ in range(5)]
+        schema = Schema.california()
+        builds = [measure(lambda: drift.ReferenceSummary.build(ref, schema)) for _ in range(5)]
         summary = builds[0][0]
         out["build_seconds"] = statistics.median(b[1] for b in builds)
         out["build_mib"] = max(b[2] for b in builds)

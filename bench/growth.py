@@ -106,11 +106,11 @@ def drift_growth(runs: int) -> dict[str, Any]:
     import numpy as np
 
     from bench.drift import make_data, run_selfheal
-    from selfheal_daemon.defaults import FEATURES as MODEL_FEATURES
     from selfheal_daemon.model.drift import ReferenceSummary
+    from selfheal_daemon.model.schema import Schema
 
     reference, warm = make_data(WARMUP_ROWS)
-    summary = ReferenceSummary.build(reference.to_numpy(dtype=np.float64), MODEL_FEATURES)
+    summary = ReferenceSummary.build(reference.to_numpy(dtype=np.float64), Schema.california())
     run_selfheal(summary, warm)  # lazy imports and first-call set-up: not counted
     out: dict[str, Any] = {"sizes": list(DRIFT_SIZES), "seconds": {}, "flagged": {}}
     for rows in DRIFT_SIZES:

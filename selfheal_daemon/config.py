@@ -167,7 +167,14 @@ class TrainingConfig(_Section):
 
 
 METRICS: tuple[str, ...] = (
-    "r2", "mae", "rmse", "accuracy", "balanced_accuracy", "f1", "roc_auc", "log_loss",
+    "r2",
+    "mae",
+    "rmse",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "roc_auc",
+    "log_loss",
 )
 REGRESSION_METRICS = frozenset({"r2", "mae", "rmse"})
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -262,7 +269,7 @@ class GateConfig(_Section):
     # Declared directional checks; unset: the direction_* keys above for the bundled model,
     # none for a model of your own.
     directional: list[DirectionalCheck] | None = None
-    slices: list[str] = []               # categorical features compared per category ...
+    slices: list[str] = []  # categorical features compared per category ...
     slice_tolerance: float = Field(default=0.05, ge=0, le=1)  # ... worse than this loses ...
     slice_min_rows: int = Field(default=30, ge=5, le=1_000_000)  # ... on a slice this big
 
@@ -485,8 +492,10 @@ class Config(_Section):
                 f"gate.direction_feature must be one of {', '.join(FEATURES)}, "
                 f"got {self.gate.direction_feature!r}"
             )
-        named = [(f"gate.directional.{i}.feature", d.feature)
-                 for i, d in enumerate(self.gate.directional or [])]
+        named = [
+            (f"gate.directional.{i}.feature", d.feature)
+            for i, d in enumerate(self.gate.directional or [])
+        ]
         named += [(f"gate.slices.{i}", s) for i, s in enumerate(self.gate.slices)]
         for key, name in named:
             if name in spec.ignore or name == spec.target:
@@ -512,8 +521,11 @@ class Config(_Section):
             return list(self.gate.directional)
         if self.model is None:
             g = self.gate
-            return [DirectionalCheck(feature=g.direction_feature, step=g.direction_step,
-                                     share=g.direction_min_share)]
+            return [
+                DirectionalCheck(
+                    feature=g.direction_feature, step=g.direction_step, share=g.direction_min_share
+                )
+            ]
         return []
 
     @property

@@ -2,21 +2,30 @@
 
 Public routes (on the shared TCP listener, and on the private socket too)::
 
-    POST /predict   one object of features, or {"instances": [...]}
+    POST /predict   one object of features, or {"instances": [...]}, as the served version's
+                    schema takes them (service.validation)
                     -> 200 {"predictions": [float, ...], "model_version": "v3",
                             "request_id": "3f9a1c0b2d4e-17"}
+                    a classifier answers its class labels as predictions, and also
+                    "classes": [label, ...] and "probabilities": [[p, ...], ...] (one row per
+                    instance, in the order of classes).
                     request_id (also the X-Request-ID response header) is the client's
                     X-Request-ID header if it is 1-64 characters of [A-Za-z0-9._:-], else one
-                    made here, unique across workers and restarts. The request is captured.
+                    made here, unique across workers and restarts. The request is captured
+                    (encoded rows; predictions as float64, class indices for a classifier) and
+                    its unseen categories counted.
     POST /feedback  ground truth: one item or {"items": [item, ...]}; an item is
                     {"request_id": "...", "labels": [y, ...]} (or "label": y), or
                     {"features": {...}, "label": y}, or {"instances": [{...}], "labels": [...]}
                     (features may come with a request_id too). Features are checked as for
-                    /predict and predicted now with the served model.
-                    -> 202 {"accepted": <labelled rows>}
+                    /predict and predicted now with the served model; labels are numbers for
+                    a regression, class labels for a classifier (kept as class indices).
+                    -> 202 {"accepted": <labelled rows>}; 503 when no model is served (there is
+                    no schema to check the feedback against)
     GET  /health    liveness: 200 {"status": "ok", "pid": ..., "worker": ...} whenever we answer
     GET  /ready     200 when a smoke-tested model is served, else 503 with the reason
-    GET  /model     200 {"version", "sha256", "metrics"}, 503 when no model is served
+    GET  /model     200 {"version", "sha256", "metrics", "schema"} (Schema.to_dict()), 503 when
+                    no model is served
     GET  /metrics   Prometheus exposition of this app's own registry
     GET  /openapi.json
                     the schema; /docs and /redoc are off because they load Swagger UI / ReDoc
@@ -36,7 +45,9 @@ exist, and absent from /openapi.json; see ``on_private_socket``)::
     POST /admin/model  {"version": "v3"}: load, verify, smoke-test and swap in-process (in the
                     threadpool; the loop keeps answering meanwhile)
                     -> 200 {"model_version", "sha256", "previous"}; 409 {"detail": why} and the
-                    old model keeps serving; 503 when the app was built without a registry
+                    old model keeps serving (also when the version's schema would break the
+                    clients of the served one: "cannot serve model v4: SchemaBreakError: ...");
+                    503 when the app was built without a registry
 
 Error bodies follow FastAPI: 422 is ``{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}``;
 400, 404, 409, 413, 500 and 503 are ``{"detail": "a sentence"}``. Bad input never yields a 500: a
@@ -66,7 +77,8 @@ from service.batching import Batcher, ModelOutputError
 from service.body_limit import BodyLimitMiddleware
 from service.capture import Capture, RequestIds, iter_slice_json
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.model_store import ModelSource, ModelStore
+from service.model_store import ModelSource, ModelStore, Served
+from service.predictor import Answer
 from service.schemas import (
     FeedbackResponse,
     HealthResponse,
@@ -134,35 +146,32 @@ def create_app(
     )
     async def predict(request: Request) -> Response:
         """Predict one row or a batch with the model served when the request arrived."""
-        loaded = store.current()  # one snapshot for the whole request, even if a swap happens
-        if loaded is None:
+        served = store.current()  # one snapshot for the whole request, even if a swap happens
+        if served is None:
             raise HTTPException(status_code=503, detail=NO_MODEL)
         batcher.arriving()
         try:
             body = await request.body()  # bounded by BodyLimitMiddleware
             if len(body) <= INLINE_PARSE_BYTES:  # cheaper than a hop to a thread
-                features = parse_predict_body(body, settings.max_batch_rows)
+                features = parse_predict_body(body, settings.max_batch_rows, served.rows)
             else:  # a big batch: keep the event loop free for the other requests meanwhile
                 features = await run_in_threadpool(
-                    parse_predict_body, body, settings.max_batch_rows
+                    parse_predict_body, body, settings.max_batch_rows, served.rows
                 )
         except BaseException:
             batcher.abandoned()
             raise
-        predictions = await batcher.submit(loaded, features)
+        answer = await batcher.submit(served, features)
         request_id = request.headers.get("x-request-id")
         if request_id is None or not valid_request_id(request_id):
             request_id = request_ids.next()
         if settings.observe:
-            capture.record_prediction(request_id, loaded.version, features, predictions)
-            metrics.predicted_rows.inc(len(predictions))
+            capture.record_prediction(request_id, served.version, features, answer.values)
+            metrics.predicted_rows.inc(len(answer.values))
+            if served.rows.categorical.size:
+                metrics.count_unseen(served.rows.unseen_counts(features))
         return JSONResponse(
-            {
-                "predictions": predictions.tolist(),
-                "model_version": loaded.version,
-                "request_id": request_id,
-            },
-            headers={"X-Request-ID": request_id},
+            _answer_body(served, answer, request_id), headers={"X-Request-ID": request_id}
         )
 
     parts = _Parts(settings, store, registry, metrics, batcher, capture)
@@ -182,7 +191,50 @@ def create_app(
     )
     if settings.observe:
         app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
+    _describe_served_schema(app, store, settings.max_batch_rows)
     return app
+
+
+def _answer_body(served: Served, answer: Answer, request_id: str) -> dict[str, Any]:
+    """The /predict answer: values, or a classifier's labels, classes and probabilities."""
+    if not served.schema.is_classifier or answer.proba is None:
+        return {
+            "predictions": answer.values.tolist(),
+            "model_version": served.version,
+            "request_id": request_id,
+        }
+    return {
+        "predictions": served.class_labels(answer.values),
+        "classes": list(served.schema.classes),
+        "probabilities": answer.proba.tolist(),
+        "model_version": served.version,
+        "request_id": request_id,
+    }
+
+
+def _describe_served_schema(app: FastAPI, store: ModelStore, max_rows: int) -> None:
+    """Make /openapi.json describe the request bodies of the schema served at the time it is
+    asked for (rebuilt once per schema, not per request)."""
+    build = app.openapi
+    built: dict[str, Any] = {}
+
+    def openapi() -> dict[str, Any]:
+        served = store.current()
+        schema = served.schema if served is not None else None
+        if built and built["schema"] is schema:
+            document: dict[str, Any] = built["document"]
+            return document
+        app.openapi_schema = None  # FastAPI's own cache: build afresh for this schema
+        document = build()
+        paths = document.get("paths", {})
+        if "/predict" in paths:
+            paths["/predict"]["post"]["requestBody"] = predict_request_body(max_rows, schema)
+        if "/feedback" in paths:
+            paths["/feedback"]["post"]["requestBody"] = feedback_request_body(max_rows, schema)
+        built.update(schema=schema, document=document)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
@@ -226,11 +278,16 @@ def _probe_router(parts: _Parts) -> APIRouter:
         responses={503: {"model": MessageErrorResponse, "description": "No model loaded"}},
     )
     async def model() -> dict[str, Any]:
-        """The served model's version, artifact sha256 and training metrics."""
-        loaded = store.current()
-        if loaded is None:
+        """The served model's version, artifact sha256, training metrics and schema."""
+        served = store.current()
+        if served is None:
             raise HTTPException(status_code=503, detail=NO_MODEL)
-        return {"version": loaded.version, "sha256": loaded.sha256, "metrics": loaded.metrics}
+        return {
+            "version": served.version,
+            "sha256": served.sha256,
+            "metrics": served.metrics,
+            "schema": served.schema.to_dict(),
+        }
 
     @router.get("/metrics", response_class=Response)
     async def prometheus_metrics(request: Request) -> Response:
@@ -254,17 +311,23 @@ def _feedback_router(parts: _Parts) -> APIRouter:
         responses={
             413: {"model": MessageErrorResponse, "description": "Too many rows or body too large"},
             422: {"model": ValidationErrorResponse, "description": "Invalid input"},
+            503: {"model": MessageErrorResponse, "description": "No model loaded"},
         },
         openapi_extra={"requestBody": feedback_request_body(settings.max_batch_rows)},
     )
     async def feedback(request: Request) -> Response:
         """Keep ground truth for the monitor; rows sent with features are predicted now."""
+        served = parts.store.current()  # the schema the feedback is read by, and predicted with
+        if served is None:
+            raise HTTPException(status_code=503, detail=NO_MODEL)
         body = await request.body()  # bounded by BodyLimitMiddleware
         if len(body) <= INLINE_PARSE_BYTES:
-            items = parse_feedback_body(body, settings.max_batch_rows)
+            items = parse_feedback_body(body, settings.max_batch_rows, served.rows)
         else:
-            items = await run_in_threadpool(parse_feedback_body, body, settings.max_batch_rows)
-        predicted = await _predict_feedback(parts, items)
+            items = await run_in_threadpool(
+                parse_feedback_body, body, settings.max_batch_rows, served.rows
+            )
+        predicted = await _predict_feedback(parts, served, items)
         for item, (predictions, version) in zip(items, predicted, strict=True):
             capture.record_feedback(
                 item.request_id, item.labels, item.features, predictions, version
@@ -275,20 +338,19 @@ def _feedback_router(parts: _Parts) -> APIRouter:
 
 
 async def _predict_feedback(
-    parts: _Parts, items: list[FeedbackItem]
+    parts: _Parts, served: Served, items: list[FeedbackItem]
 ) -> list[tuple[np.ndarray | None, str | None]]:
-    """Each item's predictions and the version that made them, through the batcher (off the
-    event loop); (None, None) for an item without features, and for all when no model is
-    served or the model failed: the labels are worth keeping either way."""
+    """Each item's predictions (float64: values or class indices) and the version that made
+    them, through the batcher (off the event loop); (None, None) for an item without features,
+    and for all when the model failed: the labels are worth keeping either way."""
     nothing: list[tuple[np.ndarray | None, str | None]] = [(None, None)] * len(items)
     matrices = [item.features for item in items if item.features is not None]
-    loaded = parts.store.current()
-    if not matrices or loaded is None:
+    if not matrices:
         return nothing
     parts.batcher.arriving()  # submit() counts it off again
     try:
         output = await parts.batcher.submit(
-            loaded, matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+            served, matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
         )
     except ModelOutputError as exc:
         logger.warning("feedback kept without predictions: {}", exc)
@@ -300,7 +362,7 @@ async def _predict_feedback(
             answers.append((None, None))
             continue
         stop = start + item.features.shape[0]
-        answers.append((output[start:stop], loaded.version))
+        answers.append((output.values[start:stop], served.version))
         start = stop
     return answers
 

@@ -17,6 +17,9 @@ How a batch forms, in the worker's event loop:
   swap never mixes versions in one call);
 - if the batched call fails, or its output is malformed, each request of that batch is predicted
   alone, so only the request at fault gets the error; no batch's failure reaches another batch.
+
+A prediction is an ``Answer`` (``service.predictor``): one float64 per row (a value, or a class
+index), and a classifier's probabilities; each request gets the slice of its own rows.
 """
 
 from __future__ import annotations
@@ -31,35 +34,49 @@ from typing import Any
 
 import numpy as np
 
-from selfheal_daemon.model.registry import LoadedModel
+from service.model_store import Served
+from service.predictor import Answer
 
 
 class ModelOutputError(Exception):
-    """The served model raised, or returned something other than one finite number per row."""
+    """The served model raised, or returned something other than one finite answer per row
+    (and, from a classifier, one row of finite probabilities per row)."""
 
 
 @dataclass
 class _Item:
-    loaded: LoadedModel
+    loaded: Served
     features: np.ndarray
-    future: asyncio.Future[np.ndarray] = field(repr=False)
+    future: asyncio.Future[Answer] = field(repr=False)
 
 
-def predict_checked(loaded: LoadedModel, features: np.ndarray) -> np.ndarray:
-    """``loaded.model.predict`` with its output checked: one finite float per row."""
+def predict_checked(served: Served, features: np.ndarray) -> Answer:
+    """The served predictor's answer with its output checked: one finite float per row, and for
+    a classifier a finite probability for each class."""
+    rows = features.shape[0]
     try:
-        output = np.asarray(loaded.model.predict(features), dtype=np.float64)
+        answer = served.predictor.answer(features)
     except Exception as exc:  # foreign model code: its fault, reported as such
         raise ModelOutputError(
-            f"model {loaded.version} failed to predict: {type(exc).__name__}"
+            f"model {served.version} failed to predict: {type(exc).__name__}"
         ) from exc
-    if output.shape != (features.shape[0],):
+    values = np.asarray(answer.values, dtype=np.float64)
+    if values.shape != (rows,):
         raise ModelOutputError(
-            f"model {loaded.version} returned shape {output.shape} for {features.shape[0]} rows"
+            f"model {served.version} returned shape {values.shape} for {rows} rows"
         )
-    if not np.isfinite(output).all():
-        raise ModelOutputError(f"model {loaded.version} returned a non-finite prediction")
-    return output
+    if not np.isfinite(values).all():
+        if served.schema.is_classifier:
+            raise ModelOutputError(
+                f"model {served.version} predicted a class that is not in its schema"
+            )
+        raise ModelOutputError(f"model {served.version} returned a non-finite prediction")
+    proba = answer.proba
+    if served.schema.is_classifier:
+        expected = (rows, len(served.schema.classes))
+        if proba is None or proba.shape != expected or not np.isfinite(proba).all():
+            raise ModelOutputError(f"model {served.version} returned invalid probabilities")
+    return Answer(values, proba)
 
 
 class Batcher:
@@ -90,8 +107,8 @@ class Batcher:
         """A request that called ``arriving`` will not submit (bad input, client gone)."""
         self._arriving = max(0, self._arriving - 1)
 
-    async def submit(self, loaded: LoadedModel, features: np.ndarray) -> np.ndarray:
-        """Queue one request's rows and return its predictions, in order."""
+    async def submit(self, loaded: Served, features: np.ndarray) -> Answer:
+        """Queue one request's rows and return its answers, in order."""
         self._arriving = max(0, self._arriving - 1)
         loop = asyncio.get_running_loop()
         item = _Item(loaded, features, loop.create_future())
@@ -163,7 +180,7 @@ class Batcher:
         start = 0
         for item in live:
             stop = start + item.features.shape[0]
-            _settle(item, result=output[start:stop])
+            _settle(item, result=output.slice(start, stop))
             start = stop
 
     def close(self) -> None:

@@ -7,7 +7,8 @@ such as a 413 by Content-Length, is labelled with its path when that path is a k
     selfheal_service_requests_total{endpoint, status}     requests answered, by HTTP status
     selfheal_service_request_duration_seconds{endpoint}   time to the last response byte, seconds
     selfheal_service_predicted_rows_total                 rows predicted by successful requests
-    selfheal_service_model_info{version, sha256}          the served model (empty when none)
+    selfheal_service_model_info{version, sha256, name, task, metric}
+                                                          the served model (empty when none)
     selfheal_service_model_ready                          1 when a smoke-tested model is served
     selfheal_service_model_swaps_total{outcome}           in-process swaps, "ok" or "failed"
     selfheal_service_captured_rows_total                  /predict rows put in the capture buffer
@@ -15,6 +16,9 @@ such as a 413 by Content-Length, is labelled with its path when that path is a k
     selfheal_service_capture_dropped_entries_total{buffer}
                                                           entries lost to overflow before a read
                                                           ("predictions" or "feedback")
+    selfheal_service_unseen_categories_total{feature}     request cells of a categorical feature
+                                                          whose category the model never saw (they
+                                                          are answered, encoded as unseen)
 
 The capture series cost nothing on the request path: they are read from the capture's own
 counters when scraped.
@@ -32,8 +36,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from selfheal_daemon.model.registry import LoadedModel
 from service.capture import CaptureCounters
+from service.model_store import Served
 
 UNMATCHED = "unmatched"
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -64,9 +68,17 @@ class ServiceMetrics:
         )
         self.model_info = Info(
             "selfheal_service_model",
-            "The model version this worker serves (empty labels when none).",
+            "The model this worker serves: version, artifact sha256, the schema's model name, task"
+            " and metric (empty labels when none).",
             registry=self.registry,
         )
+        self.unseen_categories = Counter(
+            "selfheal_service_unseen_categories",
+            "Request cells of a categorical feature whose category the served model never saw.",
+            ["feature"],
+            registry=self.registry,
+        )
+        self._unseen: dict[str, Any] = {}  # labelled children, looked up once per feature
         self.model_ready = Gauge(
             "selfheal_service_model_ready",
             "1 when a loaded, smoke-tested model is served, else 0.",
@@ -86,14 +98,39 @@ class ServiceMetrics:
         """Expose the capture buffers' totals, read from ``counters()`` at each scrape."""
         self.registry.register(_CaptureCollector(counters))
 
-    def set_model(self, loaded: LoadedModel | None) -> None:
-        """Point the model info and readiness series at ``loaded`` (None: no model)."""
-        if loaded is None:
-            self.model_info.info({"version": "", "sha256": ""})
+    def set_model(self, served: Served | None) -> None:
+        """Point the model info and readiness series at ``served`` (None: no model); every
+        categorical feature of its schema gets its unseen-category series (at 0 until one)."""
+        if served is None:
+            self.model_info.info(
+                {"version": "", "sha256": "", "name": "", "task": "", "metric": ""}
+            )
             self.model_ready.set(0)
-        else:
-            self.model_info.info({"version": loaded.version, "sha256": loaded.sha256})
-            self.model_ready.set(1)
+            return
+        schema = served.schema
+        self.model_info.info(
+            {
+                "version": served.version,
+                "sha256": served.sha256,
+                "name": schema.name,
+                "task": schema.task,
+                "metric": schema.metric,
+            }
+        )
+        self.model_ready.set(1)
+        for name in served.rows.categorical_names:
+            self._unseen_child(name)
+
+    def count_unseen(self, counts: list[tuple[str, int]]) -> None:
+        """Add a request's unseen categories, ``(feature, cells)`` pairs."""
+        for name, cells in counts:
+            self._unseen_child(name).inc(cells)
+
+    def _unseen_child(self, name: str) -> Any:
+        child = self._unseen.get(name)
+        if child is None:
+            child = self._unseen[name] = self.unseen_categories.labels(feature=name)
+        return child
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its Content-Type, in the format the ``Accept`` header asks for.

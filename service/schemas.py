@@ -1,7 +1,9 @@
 """Response models and the OpenAPI description of the hand-parsed ``/predict`` body.
 
 The response models document the API and type the answers; handlers serialise plain dicts with
-the same shape (no per-request pydantic validation on the hot path).
+the same shape (no per-request pydantic validation on the hot path). The request bodies are
+described from the served version's schema (``predict_request_body(max_rows, schema)``); the app
+rebuilds its OpenAPI document when the served schema changes.
 """
 
 from __future__ import annotations
@@ -10,13 +12,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfheal_daemon.defaults import FEATURES
+from selfheal_daemon.model.schema import Schema
 
 
 class PredictResponse(BaseModel):
-    """Predictions in request row order (units of the target, $100,000 for California)."""
+    """Predictions in request row order: values in the target's units for a regression, class
+    labels for a classifier (which also answers its classes and each row's probabilities)."""
 
-    predictions: list[float]
+    predictions: list[float] | list[str]
+    classes: list[str] | None = Field(
+        default=None, description="A classifier's classes: the order of each probability row."
+    )
+    probabilities: list[list[float]] | None = Field(
+        default=None, description="A classifier's class probabilities, one row per instance."
+    )
     model_version: str
     request_id: str = Field(
         description=(
@@ -66,11 +75,16 @@ class ReadyResponse(BaseModel):
 
 
 class ModelResponse(BaseModel):
-    """The served model's identity and its training-time metrics."""
+    """The served model's identity, its training-time metrics and its schema."""
 
     version: str
     sha256: str
     metrics: dict[str, float]
+    schema_: dict[str, Any] = Field(
+        alias="schema",
+        description="Schema.to_dict(): name, task, target, metric, classes, missing_values, and"
+        " each feature with its kind, categories or range, and whether it may be missing.",
+    )
 
 
 class ErrorItem(BaseModel):
@@ -93,19 +107,59 @@ class MessageErrorResponse(BaseModel):
     detail: str
 
 
-def _row_schema() -> dict[str, Any]:
+def _feature_schema(schema: Schema, name: str) -> dict[str, Any]:
+    col = schema.column(name)
+    if col.is_numeric:
+        shown: dict[str, Any] = {"type": "number"}
+        if col.low is not None and col.high is not None:
+            shown["description"] = f"seen in training from {col.low:g} to {col.high:g}"
+    elif col.kind == "boolean":
+        shown = {
+            "anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}],
+            "description": "true or false",
+        }
+    else:
+        shown = {
+            "anyOf": [{"type": "string"}, {"type": "number"}],
+            "description": "one of the categories training saw (numbers are read as their text;"
+            " another category is answered as unseen)",
+            "examples": list(col.categories[:10]),
+        }
+    if col.missing:
+        return {"anyOf": [shown, {"type": "null"}], "description": "null when missing"}
+    return shown
+
+
+def _row_schema(schema: Schema | None) -> dict[str, Any]:
+    if schema is None:
+        return {
+            "title": "Row",
+            "type": "object",
+            "description": "The served model's features (no model is served yet).",
+        }
     return {
         "title": "Row",
         "type": "object",
-        "properties": {name: {"type": "number"} for name in FEATURES},
-        "required": list(FEATURES),
+        "properties": {name: _feature_schema(schema, name) for name in schema.features},
+        "required": list(schema.features),
         "additionalProperties": False,
     }
 
 
-def predict_request_body(max_rows: int) -> dict[str, Any]:
-    """The OpenAPI ``requestBody`` of ``POST /predict``: one row, or up to ``max_rows`` rows."""
-    row = _row_schema()
+def _label_schema(schema: Schema | None) -> dict[str, Any]:
+    if schema is not None and schema.is_classifier:
+        return {
+            "type": "string",
+            "enum": list(schema.classes),
+            "description": "the true class of a row",
+        }
+    return {"type": "number", "description": "the true target value of a row"}
+
+
+def predict_request_body(max_rows: int, schema: Schema | None = None) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of ``POST /predict``: one row, or up to ``max_rows`` rows, of
+    ``schema``'s features (or any object, while no model is served)."""
+    row = _row_schema(schema)
     batch = {
         "title": "Batch",
         "type": "object",
@@ -122,10 +176,10 @@ def predict_request_body(max_rows: int) -> dict[str, Any]:
     }
 
 
-def feedback_request_body(max_rows: int) -> dict[str, Any]:
+def feedback_request_body(max_rows: int, schema: Schema | None = None) -> dict[str, Any]:
     """The OpenAPI ``requestBody`` of ``POST /feedback``: one item or ``{"items": [...]}``."""
-    row = _row_schema()
-    label = {"type": "number", "description": "the true target value of a row"}
+    row = _row_schema(schema)
+    label = _label_schema(schema)
     labels = {"type": "array", "items": label, "minItems": 1, "maxItems": max_rows}
     request_id = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"}
     by_id = {

@@ -189,9 +189,12 @@ class LoadResult:
 class Poller:
     """A client that POSTs /predict every ``interval_s`` until stopped, counting what it sees."""
 
-    def __init__(self, url: str, interval_s: float = 0.01) -> None:
+    def __init__(
+        self, url: str, interval_s: float = 0.01, row: dict[str, Any] | None = None
+    ) -> None:
         self.url = url
         self.interval_s = interval_s
+        self.row = row or ROW
         self.result = LoadResult()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -211,7 +214,7 @@ class Poller:
                 started = time.monotonic()
                 self.result.sent += 1
                 try:
-                    response = client.post(f"{self.url}/predict", json=ROW)
+                    response = client.post(f"{self.url}/predict", json=self.row)
                 except httpx.ConnectError as exc:
                     self.result.refused += 1
                     self.result.errors.append(f"refused: {exc}")

@@ -22,6 +22,7 @@ from selfheal_daemon.cli.common import (
     fail,
     load_cli_config,
 )
+from selfheal_daemon.cli.init import init_command
 from selfheal_daemon.cli.models import models_app
 from selfheal_daemon.errors import ConfigError, SelfhealError
 
@@ -35,6 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_app, name="models")
+app.command("init")(init_command)
 
 
 @app.command()
@@ -257,18 +259,19 @@ def fix_data(  # noqa: PLR0917 - typer maps parameters to options
         typer.Option(help="where unrepairable rows go (default: OUT's name + .quarantine.csv)"),
     ] = None,
     require_target: Annotated[
-        bool, typer.Option("--require-target", help="refuse a batch without MedHouseVal")
+        bool, typer.Option("--require-target", help="refuse a batch without the target column")
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Check and repair a data file against the bounds learned from the training data."""
-    from selfheal_daemon.model.pipeline import base_frame, learn_profile
+    from selfheal_daemon.model.pipeline import base_frame, current_schema, learn_profile
     from selfheal_daemon.model.quality import describe, format_fixes
     from selfheal_daemon.model.quality_io import default_quarantine_path, fix_file
 
     try:
         cfg = load_cli_config(config)
-        profile = learn_profile(base_frame(cfg))
+        base = base_frame(cfg)
+        profile = learn_profile(base, current_schema(cfg, base))
         result = fix_file(
             in_path,
             out_path,
@@ -316,9 +319,11 @@ def once(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         if result.candidate:
             typer.echo(f"promoted {result.candidate} over {result.champion}")
         if cand:
+            metric = str(verdict.get("metric") or "r2")
+            label = "R2" if metric == "r2" else metric
             typer.echo(
-                f"candidate R2 {cand.get('r2', float('nan')):.3f}, champion R2 "
-                f"{champ.get('r2', float('nan')):.3f} on the same holdout"
+                f"candidate {label} {cand.get(metric, float('nan')):.3f}, champion {label} "
+                f"{champ.get(metric, float('nan')):.3f} on the same holdout"
             )
         for reason in verdict.get("reasons", []):
             typer.echo(f"  - {reason}")

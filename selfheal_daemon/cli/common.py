@@ -61,8 +61,11 @@ def config_path(explicit: Path | None) -> Path | None:
 def load_cli_config(explicit: Path | None) -> Config:
     """The validated config the command was pointed at (``ConfigError`` naming the key)."""
     from selfheal_daemon.config import load_config
+    from selfheal_daemon.model.user_code import activate
 
-    return load_config(config_path(explicit))
+    cfg = load_config(config_path(explicit))
+    activate(cfg)  # a model.pipeline module beside config.toml imports here and in children
+    return cfg
 
 
 def fail(exc: SelfhealError) -> typer.Exit:

@@ -1,8 +1,9 @@
-"""``selfheal models``: list, show and verify the registry's versions."""
+"""``selfheal models``: list, show, verify and import the registry's versions."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +12,7 @@ from selfheal_daemon.cli.common import EXIT_CODES, ConfigOption, JsonOption, fai
 from selfheal_daemon.errors import ChecksumMismatchError, RegistryError, SelfhealError
 
 models_app = typer.Typer(
-    help="The model registry: list, show and verify versions.", no_args_is_help=True
+    help="The model registry: list, show, verify and import versions.", no_args_is_help=True
 )
 
 
@@ -23,6 +24,9 @@ def models_list(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     try:
         registry = ModelRegistry(load_cli_config(config).registry_dir)
         aliases = {a: registry.alias(a) for a in ("current", "last_good")}
+        versions = registry.versions()
+        newest = aliases["current"] or (versions[-1] if versions else None)
+        schema = registry.info(newest).schema if newest else None
         rows: list[dict[str, Any]] = []
         for version in registry.versions():
             info = registry.info(version)
@@ -44,17 +48,25 @@ def models_list(config: ConfigOption = None, as_json: JsonOption = False) -> Non
     if not rows:
         typer.echo("no model versions registered yet (selfheal run trains the first one)")
         return
-    header = ("VERSION", "ALIASES", "R2", "MAE", "RMSE", "CREATED (UTC)", "ORIGIN")
-    typer.echo(_MODEL_ROW.format(*header))
+    names: tuple[str, ...] = ("r2", "mae", "rmse")
+    if schema is not None and schema.is_classifier:
+        names = tuple(dict.fromkeys((schema.metric, "accuracy", "log_loss")))[:3]
+    shown = [
+        n.upper() if n in ("r2", "mae", "rmse") else n.replace("balanced_accuracy", "bal_acc")
+        for n in names
+    ]
+    header = ("VERSION", "ALIASES", *shown, "CREATED (UTC)", "ORIGIN")
+    row_format = _MODEL_ROW if len(names) == 3 else _MODEL_ROW.replace(" {:>6}", "", 3 - len(names))
+    typer.echo(row_format.format(*header))
     for row in rows:
-        metrics = [f"{row['metrics'].get(k, float('nan')):.3f}" for k in ("r2", "mae", "rmse")]
+        metrics = [f"{row['metrics'].get(k, float('nan')):.3f}" for k in names]
         tagged = ",".join(row["aliases"]) or "-"
         typer.echo(
-            _MODEL_ROW.format(row["version"], tagged, *metrics, row["created_at"], row["origin"])
+            row_format.format(row["version"], tagged, *metrics, row["created_at"], row["origin"])
         )
 
 
-_MODEL_ROW = "{:<9} {:<19} {:>6} {:>6} {:>6}  {:<29} {}"
+_MODEL_ROW = "{:<9} {:<19} {:>8} {:>8} {:>8}  {:<29} {}"
 
 
 @models_app.command("show")
@@ -97,3 +109,75 @@ def models_verify(config: ConfigOption = None, as_json: JsonOption = False) -> N
         typer.echo(f"{sum(r.ok for r in results)} of {len(results)} version(s) verified")
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_CODES[ChecksumMismatchError])
+
+
+@models_app.command("import")
+def models_import(
+    file: Annotated[Path, typer.Argument(help="the model: a .skops file (or .joblib/.pkl)")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="labelled rows (CSV or Parquet) to measure it on", show_default=False
+        ),
+    ],
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="load a joblib/pickle file: this RUNS ANY CODE in it; only for a file you trust",
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a model trained elsewhere: measured on DATA, gated against the champion.
+
+    A skops file is read without running code (only scikit-learn, NumPy and SciPy types). With a
+    champion, the model must pass the same gate as a retrained candidate; if the daemon is
+    running it then deploys the new version, else the version becomes current for the next start.
+    """
+    from selfheal_daemon.control.client import ControlClient
+    from selfheal_daemon.errors import ControlError
+    from selfheal_daemon.model.importer import import_model
+    from selfheal_daemon.model.registry import ModelRegistry
+
+    try:
+        cfg = load_cli_config(config)
+        registry = ModelRegistry(cfg.registry_dir)
+        had_champion = registry.alias("current") is not None
+        done = import_model(
+            cfg,
+            registry,
+            file,
+            data,
+            trust_pickle=trust_pickle,
+            progress=lambda m: typer.echo(f"import: {m}", err=True),
+        )
+        deployed = "alias"
+        try:
+            with ControlClient(cfg) as client:
+                client.act("rollback", to=done.version)
+            deployed = "daemon"
+        except ControlError:
+            registry.set_alias("current", done.version)
+            if not had_champion:
+                registry.set_alias("last_good", done.version)
+    except SelfhealError as exc:
+        raise fail(exc) from None
+    summary = {
+        "version": done.version,
+        "task": done.schema.task,
+        "metric": done.schema.metric,
+        "metrics": done.metrics,
+        "gate": done.verdict,
+        "deployed_by": deployed,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in done.metrics.items())
+    typer.echo(f"registered {done.version}: {done.schema.task} model {done.schema.name} ({shown})")
+    if deployed == "daemon":
+        typer.echo(f"the running daemon is deploying {done.version}")
+    else:
+        typer.echo(f"{done.version} is current: the next selfheal run serves it")

@@ -115,7 +115,8 @@ def _pipeline(cfg: Config, trail: _Trail, progress: Progress) -> OnceResult:
 
     progress("taking in data/incoming/")
     base = base_frame(cfg)
-    intakes = take_in(cfg, learn_profile(base), SystemClock().utcnow())
+    schema = registry.info(champion).schema
+    intakes = take_in(cfg, learn_profile(base, schema), SystemClock().utcnow())
     for intake in intakes:
         result.intake.append(intake.details)
         if intake.had_problems:
@@ -130,7 +131,7 @@ def _pipeline(cfg: Config, trail: _Trail, progress: Progress) -> OnceResult:
         for line in intake.details.get("fixes", []):
             progress(f"{intake.source}: {line}")
 
-    window = window_array([i.kept for i in intakes])
+    window = window_array([i.kept for i in intakes], schema)
     path = registry.artifact(champion, DRIFT_FILE)
     if path is not None and len(window):
         verdict = check(ReferenceSummary.load(path), window, cfg.drift)

@@ -12,6 +12,8 @@ from selfheal_daemon.cli.report_format import format_duration
 from selfheal_daemon.control.client import ControlClient
 from selfheal_daemon.record.audit import parse_ts
 
+MAX_CLASSES_SHOWN = 8
+
 
 def format_status(status: dict[str, Any]) -> str:
     """``selfheal status`` for a person."""
@@ -29,10 +31,13 @@ def format_status(status: dict[str, Any]) -> str:
             f"  worker {w['worker']}: pid {w['pid'] or '-'}, {w['state']},"
             f" {w['restarts']} restart(s), model {w['model_version'] or '-'}{retry}"
         )
+    if model.get("name"):
+        lines.append("model    " + _model_line(model))
+    first = list(model.get("metrics_shown") or [])
     for alias in ("current", "last_good"):
         m = model.get(alias)
         if m:
-            metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m["metrics"].items()))
+            metrics = ", ".join(f"{k} {v:.3f}" for k, v in _metrics_in_order(m["metrics"], first))
             lines.append(f"model    {alias}: {m['version']} ({metrics})")
     lines.append(f"model    serving: {model['serving']}")
     for name, key in (("drift", "drift"), ("quality", "quality"), ("live", "performance")):
@@ -56,12 +61,45 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _model_line(model: dict[str, Any]) -> str:
+    """``adult: binary on target income, metric roc_auc, classes <=50K, >50K``."""
+    text = f"{model['name']}: {model.get('task')} on target {model.get('target')}"
+    if model.get("metric"):
+        text += f", metric {model['metric']}"
+    classes = [str(c) for c in model.get("classes") or []]
+    if classes:
+        shown = ", ".join(classes[:MAX_CLASSES_SHOWN])
+        more = len(classes) - MAX_CLASSES_SHOWN
+        text += f", classes {shown}" + (f" and {more} more" if more > 0 else "")
+    return text
+
+
+def _metrics_in_order(metrics: dict[str, float], first: list[str]) -> list[tuple[str, float]]:
+    """The names in ``first`` in that order (the model's own metric leads), then the rest A-Z."""
+    lead = [(k, metrics[k]) for k in first if k in metrics]
+    return lead + sorted((k, v) for k, v in metrics.items() if k not in first)
+
+
+def metric_label(metric: str) -> str:
+    """How a metric is named in a line of text: ``R2`` for r2, else its own name."""
+    return "R2" if metric == "r2" else metric
+
+
+def live_value(details: dict[str, Any]) -> tuple[str, Any] | None:
+    """The metric a performance check's details name and its value (``r2`` in an older record)."""
+    metric = details.get("metric") or "r2"
+    value = details.get(metric)
+    return None if value is None else (str(metric), value)
+
+
 def _last_check(last: dict[str, Any]) -> str:
     text = f"last check {last['ts']}"
+    live = live_value(last)
     if last.get("reason"):
         text += f": {last['reason']}"
-    elif last.get("r2") is not None:
-        text += f": R2 {last['r2']} over {last.get('rows')} labelled predictions"
+    elif live is not None:
+        metric, value = live
+        text += f": {metric_label(metric)} {value} over {last.get('rows')} labelled predictions"
     elif last.get("fixes") is not None:
         text += f": {last.get('file', 'batch')}, {len(last['fixes'])} fix(es)"
     return text
@@ -153,8 +191,11 @@ def format_check(result: dict[str, Any]) -> str:
             f"{issue}: {detection}" if issue else f"{item.get('action')}: {item.get('reason', '')}"
         )
         facts = []
+        live = live_value(item) if item.get("metric") else None
+        if live is not None:
+            facts.append(f"{live[0]} {live[1]}")
         for key in ("score", "r2", "rows", "streak", "outcome", "action", "version", "file"):
-            if item.get(key) is not None and key in item:
+            if item.get(key) is not None and key in item and not (live and key == live[0]):
                 facts.append(f"{key} {item[key]}")
         if item.get("needed") is not None:
             facts.append(f"needed {item['needed']}")

@@ -186,13 +186,43 @@ def _active(row: DayRow) -> bool:
 
 
 def summarise_details(details: object) -> str:
-    """The ``fixes`` list joined with ``; ``, else ``key=value`` pairs; compact JSON for nesting."""
+    """The ``fixes`` list joined with ``; ``, else ``key=value`` pairs; compact JSON for nesting.
+
+    Details that name their ``metric`` (a performance check, a gate verdict) lead with it, under
+    its own name, so the figure that matters is not cut off: ``roc_auc=0.81, threshold=0.7, ...``,
+    ``roc_auc candidate=0.81 champion=0.83, ...``.
+    """
     if not isinstance(details, Mapping) or not details:
         return ""
     fixes = details.get("fixes")
     if isinstance(fixes, list) and fixes:
         return "; ".join(str(fix) for fix in fixes)
-    return ", ".join(f"{key}={_value(value)}" for key, value in details.items())
+    lead, used = _metric_lead(details)
+    rest = [f"{key}={_value(value)}" for key, value in details.items() if key not in used]
+    return ", ".join([*lead, *rest])
+
+
+def _metric_lead(details: Mapping[str, Any]) -> tuple[list[str], set[str]]:
+    """The metric's figures first, and the keys they came from (left out of the rest)."""
+    metric = details.get("metric")
+    if isinstance(metric, str) and metric and details.get(metric) is not None:
+        lead = [f"{metric}={_value(details[metric])}"]
+        used = {"metric", metric}
+        if details.get("threshold") is not None:
+            lead.append(f"threshold={_value(details['threshold'])}")
+            used.add("threshold")
+        return lead, used
+    verdict = details.get("verdict")
+    if isinstance(verdict, Mapping) and isinstance(verdict.get("metric"), str):
+        name = verdict["metric"]
+        figures = [
+            f"{side}={_value(scores[name])}"
+            for side in ("candidate", "champion")
+            if isinstance(scores := verdict.get(side), Mapping) and scores.get(name) is not None
+        ]
+        if figures:
+            return [f"{name} {' '.join(figures)}"], set()
+    return [], set()
 
 
 def _value(value: Any) -> str:

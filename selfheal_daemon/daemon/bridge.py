@@ -14,13 +14,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from selfheal_daemon import __version__
+from selfheal_daemon.config import METRICS, REGRESSION_METRICS
 from selfheal_daemon.control.server import ActionRefused
 from selfheal_daemon.daemon.loop import Daemon
 from selfheal_daemon.daemon.operations import ControlRequest
 from selfheal_daemon.errors import SelfhealError
 from selfheal_daemon.lifecycle.policy import DAY_S, retrain_blocked
+from selfheal_daemon.model.schema import Schema
 from selfheal_daemon.record.audit import format_ts, parse_ts, read_records
 from selfheal_daemon.record.report import build_report, filter_history
+
+AUTO_METRIC = {"regression": "r2", "binary": "roc_auc", "multiclass": "balanced_accuracy"}
+"""The metric a schema of each task is judged by when its own is not one of its task's."""
+SHOWN_WITH = {"regression": ("r2", "mae", "rmse"), "classifier": ("accuracy", "log_loss")}
+"""The metrics shown beside the model's own: a regression's three, a classifier's two."""
 
 
 class DaemonControl:
@@ -29,6 +36,7 @@ class DaemonControl:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.cfg = daemon.cfg
+        self._schemas: dict[str, Schema | None] = {}  # a version's schema never changes
 
     # ----- reads -----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -73,6 +81,7 @@ class DaemonControl:
             "workers": workers,
             "model": {
                 "serving": state.serving,
+                **self._describe(state.serving or d.registry.alias("current")),
                 "current": self._model(d.registry.alias("current")),
                 "last_good": self._model(state.last_good),
             },
@@ -114,7 +123,45 @@ class DaemonControl:
             info = self.daemon.registry.info(version)
         except SelfhealError:
             return {"version": version, "metrics": {}, "created_at": None}
-        return {"version": version, "metrics": info.metrics, "created_at": info.created_at}
+        schema = self.schema(version)
+        order = metrics_shown(schema) if schema is not None else ()
+        return {
+            "version": version,
+            "metrics": _ordered(info.metrics, order),
+            "created_at": info.created_at,
+        }
+
+    def schema(self, version: str | None) -> Schema | None:
+        """The schema of ``version`` (None when there is none or its meta.json is unreadable)."""
+        if not version:
+            return None
+        if version not in self._schemas:
+            try:
+                self._schemas[version] = self.daemon.registry.info(version).schema
+            except (SelfhealError, OSError):
+                return None
+        return self._schemas[version]
+
+    def _describe(self, version: str | None) -> dict[str, Any]:
+        """The model ``version`` is of: name, task, target, metric, classes, the metrics shown."""
+        schema = self.schema(version)
+        if schema is None:
+            return {
+                "name": None,
+                "task": None,
+                "target": None,
+                "metric": None,
+                "classes": [],
+                "metrics_shown": [],
+            }
+        return {
+            "name": schema.name,
+            "task": schema.task,
+            "target": schema.target,
+            "metric": model_metric(schema),
+            "classes": list(schema.classes),
+            "metrics_shown": list(metrics_shown(schema)),
+        }
 
     def history(
         self, since: datetime | None, issue: str | None, limit: int | None
@@ -134,6 +181,8 @@ class DaemonControl:
         ).to_json()
 
     def series(self) -> dict[str, Any]:
+        """Each version's own metric at its creation (``model_metric``: ts, version, metric,
+        value, and ``r2`` too for an R2 point), and the recent drift scores."""
         registry = self.daemon.registry
         metric = []
         for version in registry.versions():
@@ -141,8 +190,20 @@ class DaemonControl:
                 info = registry.info(version)
             except SelfhealError:
                 continue
-            if "r2" in info.metrics:
-                metric.append({"ts": info.created_at, "version": version, "r2": info.metrics["r2"]})
+            schema = self.schema(version)
+            name = model_metric(schema) if schema is not None else "r2"
+            value = info.metrics.get(name)
+            if value is None:
+                continue
+            point: dict[str, Any] = {
+                "ts": info.created_at,
+                "version": version,
+                "metric": name,
+                "value": value,
+            }
+            if name == "r2":
+                point["r2"] = value
+            metric.append(point)
         drift = list(self.daemon.recorder.drift_series)
         metric.sort(
             key=lambda p: parse_ts(str(p["ts"])) if p["ts"] else datetime.min.replace(tzinfo=UTC)
@@ -150,7 +211,12 @@ class DaemonControl:
         return {"model_metric": metric, "drift_score": drift}
 
     def metrics(self) -> bytes:
-        return self.daemon.metrics.render()
+        return self.daemon.metrics.render(describe=self._labels)
+
+    def _labels(self, version: str) -> tuple[str, str, str] | None:
+        """The name, task and metric ``selfheal_model_info`` labels ``version`` with."""
+        schema = self.schema(version)
+        return None if schema is None else (schema.name, schema.task, model_metric(schema))
 
     # ----- actions ---------------------------------------------------------------------------
     def act(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +246,30 @@ class DaemonControl:
         except Exception as exc:
             raise ActionRefused(f"the monitoring pass failed: {exc}", 500) from None
         return {"collected": collected, "decided": decided}
+
+
+def model_metric(schema: Schema) -> str:
+    """The metric the model is judged by: its schema's, or its task's default when the stored one
+    is not a metric of its task (``auto``, or one from before the task had metrics)."""
+    regression = schema.task == "regression"
+    metric = schema.metric
+    if metric in METRICS and (metric in REGRESSION_METRICS) == regression:
+        return metric
+    return AUTO_METRIC.get(schema.task, "r2")
+
+
+def metrics_shown(schema: Schema) -> tuple[str, ...]:
+    """The metrics to show for a version of ``schema``, its own first: R2, MAE and RMSE for a
+    regression; for a classifier its metric, accuracy and log loss."""
+    own = model_metric(schema)
+    others = SHOWN_WITH["regression" if schema.task == "regression" else "classifier"]
+    return (own, *(m for m in others if m != own))
+
+
+def _ordered(metrics: dict[str, float], first: tuple[str, ...]) -> dict[str, float]:
+    """``metrics`` with the names in ``first`` leading, in that order, then the rest."""
+    lead = {name: metrics[name] for name in first if name in metrics}
+    return {**lead, **{k: v for k, v in metrics.items() if k not in lead}}
 
 
 def _iso(epoch: float | None) -> str | None:

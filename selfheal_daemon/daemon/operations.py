@@ -347,6 +347,6 @@ class Operations:
             raise drills.DrillRefused("a retrain or deployment is running; try again later")
 
         def inject() -> dict[str, Any]:
-            return drills.inject_drift(self.cfg)
+            return drills.inject_drift(self.cfg, registry=self.registry)
 
         return drills.Plan("drift", "data_drift", None, inject)

@@ -27,13 +27,35 @@ class DriftChecked:
 
 @dataclass(frozen=True)
 class PerformanceChecked:
-    """The live metric over the feedback window of ``version`` (judged: enough rows)."""
+    """The live metric over the feedback window of ``version`` (judged: enough rows), with the
+    bar it must clear in its own direction (``higher_is_better``; None: no bar)."""
 
     version: str
     rows: int
-    r2: float | None
+    value: float | None
     judged: bool
     details: dict[str, Any] = field(default_factory=dict)
+    metric: str = "r2"
+    threshold: float | None = None
+    higher_is_better: bool = True
+
+    @property
+    def below(self) -> bool:
+        """True when the value fails the bar (lower than a floor, higher than a ceiling)."""
+        if self.value is None or self.threshold is None:
+            return False
+        if self.higher_is_better:
+            return self.value < self.threshold
+        return self.value > self.threshold
+
+    def describe(self) -> str:
+        """``live roc_auc 0.612 below 0.70`` (``above`` for a ceiling such as log_loss)."""
+        side = "below" if self.higher_is_better else "above"
+        return f"live {_metric_label(self.metric)} {self.value:.3f} {side} {self.threshold:.2f}"
+
+
+def _metric_label(metric: str) -> str:
+    return "R2" if metric == "r2" else metric
 
 
 @dataclass(frozen=True)

@@ -236,4 +236,8 @@ def _describe(report: Report) -> dict[str, Any]:
 def _brief(action: Report | Note) -> dict[str, Any]:
     """The few details a person running ``selfheal check`` wants to read in one line."""
     keep = ("score", "reason", "r2", "rows", "fixes", "streak", "needed", "version", "file")
-    return {k: action.details[k] for k in keep if k in action.details}
+    brief = {k: action.details[k] for k in keep if k in action.details}
+    metric = action.details.get("metric")
+    if isinstance(metric, str) and metric in action.details:
+        brief["metric"], brief[metric] = metric, action.details[metric]
+    return brief

@@ -13,8 +13,12 @@ check``; one pass at a time. It observes and returns events; the daemon's loop d
    the drift window too.
 3. drift: the last ``drift.window_rows`` rows against the serving version's reference summary
    (read once per version from the registry, checksum-verified): ``DriftChecked``.
-4. performance: R2 over the last ``performance.window_rows`` labelled predictions of the serving
-   version: ``PerformanceChecked``.
+4. performance: the model's metric (its schema's: R2 for the bundled model) over the last
+   ``performance.window_rows`` labelled predictions of the serving version, with its bar in the
+   metric's own direction: ``PerformanceChecked``.
+
+Rows are read through the serving version's schema (``model.schema``): the encoded matrix the
+workers capture, the labelled files written back as the model's own columns.
 
 Everything is kept in memory with fixed bounds; a worker's capture is lost when the worker exits
 (nothing is written on the request path), which the counts in the details show.
@@ -30,11 +34,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from loguru import logger
 
 from selfheal_daemon.config import Config
-from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, SelfhealError
 from selfheal_daemon.lifecycle.events import DriftChecked, PerformanceChecked
 from selfheal_daemon.lifecycle.worker_admin import AdminReply
@@ -42,6 +44,7 @@ from selfheal_daemon.model.drift import DRIFT_FILE, ReferenceSummary, check
 from selfheal_daemon.model.quality_io import write_table
 from selfheal_daemon.model.quality_profile import QualityProfile
 from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.schema import Schema
 from selfheal_daemon.supervision.pool import WorkerHandle
 
 if TYPE_CHECKING:
@@ -88,6 +91,9 @@ class Monitor:
         self._cursors: dict[int, int] = {}
         self._window: collections.deque[np.ndarray] = collections.deque()
         self._window_rows = 0
+        # the serving version's own answers to the requests in the window: prediction drift
+        self._predicted: collections.deque[np.ndarray] = collections.deque()
+        self._predicted_rows = 0
         self._captured: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray, str]] = (
             collections.OrderedDict()
         )
@@ -98,8 +104,21 @@ class Monitor:
             maxlen=cfg.performance.window_rows
         )
         self._scored_version = ""
-        self._profile: QualityProfile | None = None
+        self._profile: tuple[str, QualityProfile] | None = None
         self._summaries: dict[str, ReferenceSummary] = {}
+        self._schemas: dict[str, Schema] = {}
+
+    def schema(self, version: str) -> Schema:
+        """The schema of ``version`` (the bundled model's when there is no version yet)."""
+        if not version:
+            return Schema.california()
+        if version not in self._schemas:
+            try:
+                self._schemas = {version: self.registry.info(version).schema}
+            except (SelfhealError, OSError) as exc:
+                logger.error("cannot read the schema of {}: {}", version, exc)
+                return Schema.california()
+        return self._schemas[version]
 
     # ----- the pass -----------------------------------------------------------------------------
     def run_once(self) -> Pass:
@@ -108,20 +127,23 @@ class Monitor:
             serving = self.serving()
             if serving != self._scored_version:
                 self._scored.clear()
+                self._predicted.clear()
+                self._predicted_rows = 0
                 self._scored_version = serving
-            result.collected = self._collect(serving)
-            for intake in self._take_in():
+            schema = self.schema(serving)
+            result.collected = self._collect(serving, schema)
+            for intake in self._take_in(serving, schema):
                 result.events.append(QualityChecked(intake.details, intake.had_problems))
                 if len(intake.kept):
-                    self._add_rows(intake.kept[list(FEATURES)].to_numpy(dtype="float64"))
+                    self._add_rows(schema.encode(intake.kept))
             drift = self._drift(serving)
             if drift is not None:
                 result.events.append(drift)
-            result.events.append(self._performance(serving))
+            result.events.append(self._performance(serving, schema))
             return result
 
     # ----- 1. collect -----------------------------------------------------------------------------
-    def _collect(self, serving: str) -> dict[str, Any]:
+    def _collect(self, serving: str, schema: Schema) -> dict[str, Any]:
         counts = {"requests": 0, "rows": 0, "feedback": 0, "joined": 0, "dropped": 0, "errors": 0}
         labelled: list[tuple[np.ndarray, np.ndarray]] = []
         live = set()
@@ -135,14 +157,17 @@ class Monitor:
             body = reply.body
             self._cursors[handle.pid] = int(body.get("next", self._cursors.get(handle.pid, 0)))
             counts["dropped"] += int(body.get("dropped", 0))
+            width = len(schema.columns)
             for entry in body.get("predictions", []):
-                features = _matrix(entry.get("features"))
+                features = _matrix(entry.get("features"), width)
                 predictions = np.asarray(entry.get("predictions", []), dtype="float64")
                 if features is None or len(features) != len(predictions):
                     continue
                 counts["requests"] += 1
                 counts["rows"] += len(features)
                 self._add_rows(features)
+                if str(entry.get("model_version")) == serving:
+                    self._add_predictions(predictions)
                 self._remember(str(entry.get("request_id")), features, predictions, entry)
             for entry in body.get("feedback", []):
                 counts["feedback"] += 1
@@ -150,7 +175,7 @@ class Monitor:
         for pid in set(self._cursors) - live:
             del self._cursors[pid]
         for entry in list(self._pending):
-            joined = self._join(entry)
+            joined = self._join(entry, len(schema.columns))
             if joined is None:
                 continue
             self._pending.remove(entry)
@@ -160,7 +185,7 @@ class Monitor:
                 labelled.append((known, labels))
             if version == serving and predicted is not None:
                 self._scored.extend(zip(predicted.tolist(), labels.tolist(), strict=True))
-        self._write_labelled(labelled)
+        self._write_labelled(labelled, schema)
         return counts
 
     def _remember(
@@ -171,11 +196,11 @@ class Monitor:
             self._captured.popitem(last=False)
 
     def _join(
-        self, entry: dict[str, Any]
+        self, entry: dict[str, Any], width: int
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, str] | None:
         """(features, predictions, labels, version) of one feedback entry, None if not yet known."""
         labels = np.asarray(entry.get("labels", []), dtype="float64")
-        features = _matrix(entry.get("features"))
+        features = _matrix(entry.get("features"), width)
         if features is not None:
             predictions = entry.get("predictions")
             preds = np.asarray(predictions, dtype="float64") if predictions is not None else None
@@ -188,13 +213,15 @@ class Monitor:
             return None
         return features, predictions, labels, version
 
-    def _write_labelled(self, labelled: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    def _write_labelled(
+        self, labelled: list[tuple[np.ndarray, np.ndarray]], schema: Schema
+    ) -> None:
         if not labelled:
             return
         x = np.concatenate([f for f, _ in labelled])
         y = np.concatenate([y for _, y in labelled])
-        frame = pd.DataFrame(x, columns=list(FEATURES))
-        frame[TARGET] = y
+        frame = schema.decode(x)
+        frame[schema.target] = schema.decode_target(y)
         stamp = self.now().strftime("%Y%m%dT%H%M%S%fZ")
         self.cfg.labelled_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -209,8 +236,15 @@ class Monitor:
         while self._window and self._window_rows - len(self._window[0]) >= limit:
             self._window_rows -= len(self._window.popleft())
 
+    def _add_predictions(self, predictions: np.ndarray) -> None:
+        self._predicted.append(predictions)
+        self._predicted_rows += len(predictions)
+        limit = self.cfg.drift.window_rows
+        while self._predicted and self._predicted_rows - len(self._predicted[0]) >= limit:
+            self._predicted_rows -= len(self._predicted.popleft())
+
     # ----- 2. incoming ----------------------------------------------------------------------------
-    def _take_in(self) -> list[Intake]:
+    def _take_in(self, serving: str, schema: Schema) -> list[Intake]:
         incoming = self.cfg.incoming_dir
         if not incoming.is_dir() or not any(incoming.iterdir()):
             return []
@@ -218,9 +252,9 @@ class Monitor:
         from selfheal_daemon.model.pipeline import base_frame, learn_profile, take_in
 
         try:
-            if self._profile is None:
-                self._profile = learn_profile(base_frame(self.cfg))
-            return take_in(self.cfg, self._profile, self.now(), settle_s=SETTLE_S)
+            if self._profile is None or self._profile[0] != serving:
+                self._profile = (serving, learn_profile(base_frame(self.cfg), schema))
+            return take_in(self.cfg, self._profile[1], self.now(), settle_s=SETTLE_S)
         except (SelfhealError, OSError) as exc:
             logger.error("cannot take in incoming data: {}", exc)
             return []
@@ -233,7 +267,9 @@ class Monitor:
                 summary = ReferenceSummary.load(path)
             else:  # a version from before drift summaries: build one from its reference sample
                 summary = ReferenceSummary.build(
-                    self.registry.load_reference(version), FEATURES, bins=self.cfg.drift.bins
+                    self.registry.load_reference(version),
+                    self.schema(version),
+                    bins=self.cfg.drift.bins,
                 )
             self._summaries = {version: summary}
         return self._summaries[version]
@@ -245,7 +281,7 @@ class Monitor:
 
     def window(self) -> np.ndarray:
         if not self._window:
-            return np.empty((0, len(FEATURES)))
+            return np.empty((0, len(self.schema(self.serving()).columns)))
         rows = np.concatenate(list(self._window))
         return rows[-self.cfg.drift.window_rows :]
 
@@ -257,31 +293,43 @@ class Monitor:
         except (SelfhealError, OSError) as exc:
             logger.error("no drift reference for {}: {}", serving, exc)
             return None
-        result = check(summary, self.window(), self.cfg.drift)
+        predicted = np.concatenate(list(self._predicted)) if self._predicted else None
+        result = check(summary, self.window(), self.cfg.drift, predictions=predicted)
         details = {"version": serving, **result.to_details()}
         return DriftChecked(result.judged, result.dataset_drift, details)
 
     # ----- 4. performance -------------------------------------------------------------------------
-    def _performance(self, serving: str) -> PerformanceChecked:
+    def _performance(self, serving: str, schema: Schema) -> PerformanceChecked:
         rows = len(self._scored)
         if rows < self.cfg.performance.min_rows:
-            return PerformanceChecked(serving, rows, None, judged=False)
-        from sklearn.metrics import mean_absolute_error, r2_score  # the daemon starts without
+            return PerformanceChecked(serving, rows, None, judged=False, metric=schema.metric)
+        # scikit-learn: imported at the first judged window, not at the daemon's start
+        from selfheal_daemon.model.live import live_scores
 
         pairs = np.asarray(self._scored, dtype="float64")
-        r2 = float(r2_score(pairs[:, 1], pairs[:, 0]))
-        mae = float(mean_absolute_error(pairs[:, 1], pairs[:, 0]))
-        details = {"mae": round(mae, 4), "window_rows": self.cfg.performance.window_rows}
-        return PerformanceChecked(serving, rows, round(r2, 4), judged=True, details=details)
+        live = live_scores(schema, pairs[:, 1], pairs[:, 0], self.cfg.performance)
+        details: dict[str, Any] = {**live.others, "window_rows": self.cfg.performance.window_rows}
+        if live.note:
+            details["note"] = live.note
+        return PerformanceChecked(
+            serving,
+            rows,
+            round(live.value, 4),
+            judged=True,
+            details=details,
+            metric=live.metric,
+            threshold=live.threshold,
+            higher_is_better=live.higher_is_better,
+        )
 
 
-def _matrix(value: object) -> np.ndarray | None:
+def _matrix(value: object, width: int) -> np.ndarray | None:
     if not isinstance(value, list) or not value:
         return None
     try:
         array = np.asarray(value, dtype="float64")
     except (TypeError, ValueError):
         return None
-    if array.ndim != 2 or array.shape[1] != len(FEATURES):
+    if array.ndim != 2 or array.shape[1] != width:
         return None
     return array

@@ -19,8 +19,9 @@ restart of the daemon through ``ModelState.durable()``). Rules:
   asked for it (escalated: nothing automatic is left to try).
 - ``deployment_failure``: the deployer rolls every worker back to ``rollback_to`` by itself and
   says whether that worked; recorded resolved (rolled back) or escalated.
-- ``performance_drop``: a judged live metric (R2 over a window of feedback on the serving version)
-  below ``performance.min_r2``: if a deployment is recent (``recent_deploy_s``) roll back to the
+- ``performance_drop``: a judged live metric (the model's own, over a window of feedback on the
+  serving version) past its bar in the metric's own direction (``performance.threshold``;
+  ``min_r2`` for R2): if a deployment is recent (``recent_deploy_s``) roll back to the
   version it replaced, else retrain. Never flap: after one such action, another drop within
   ``hold_s`` is escalated once and not acted on.
 - a manual retrain bypasses cooldown and budget (a person asked) but starts the cooldown.
@@ -251,12 +252,20 @@ def _performance_checked(  # noqa: PLR0911 - one return per rule, in the docstri
     state: ModelState, event: PerformanceChecked, now: float, cfg: ModelPolicyConfig
 ) -> Result:
     perf = cfg.performance
-    details = {**event.details, "version": event.version, "rows": event.rows, "r2": event.r2}
-    if not event.judged or event.r2 is None or event.version != state.serving:
+    details = {
+        **event.details,
+        "version": event.version,
+        "rows": event.rows,
+        "metric": event.metric,
+        event.metric: event.value,
+    }
+    if not event.judged or event.value is None or event.version != state.serving:
         return state, [Note("performance", "too_few_rows", details, audit=False)]
-    if event.r2 >= perf.min_r2:
+    if not event.below:
         return replace(state, perf_escalated=False), [Note("performance", "ok", details)]
-    details["min_r2"] = perf.min_r2
+    details["threshold"] = event.threshold
+    if event.metric == "r2":
+        details["min_r2"] = event.threshold
     if state.busy:
         return state, [Note("performance", "drop_while_busy", details)]
     if state.perf_action_at is not None and now - state.perf_action_at < perf.hold_s:
@@ -295,7 +304,7 @@ def _performance_checked(  # noqa: PLR0911 - one return per rule, in the docstri
             state.deployed_from,
             state.serving,
             "performance_drop",
-            f"live R2 {event.r2:.3f} below {perf.min_r2:.2f} after deploying {state.serving}",
+            f"{event.describe()} after deploying {state.serving}",
         )
         new = replace(
             deploying(state, deploy),
@@ -304,7 +313,7 @@ def _performance_checked(  # noqa: PLR0911 - one return per rule, in the docstri
             perf_action="rollback",
         )
         return new, [report, deploy]
-    details["why"] = f"live R2 {event.r2:.3f} below {perf.min_r2:.2f}"
+    details["why"] = event.describe()
     new, actions = _try_retrain(
         state,
         now,

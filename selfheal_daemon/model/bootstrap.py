@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from selfheal_daemon.config import Config
-from selfheal_daemon.model.features import load_dataset
+from selfheal_daemon.model.features import learn_schema, load_base
 from selfheal_daemon.model.registry import ModelRegistry
 
 if TYPE_CHECKING:
@@ -51,14 +51,25 @@ def ensure_model(cfg: Config, registry: ModelRegistry, progress: Progress) -> st
     if problems:
         origin += f" (no valid version: {'; '.join(problems)})"
     progress(f"no model registered yet: training the first one on {source}")
-    frame = load_dataset(cfg.training_data)
-    progress(f"loaded {len(frame):,} rows")
+    frame = load_base(cfg)
+    schema = learn_schema(cfg, frame)
+    kinds = ", ".join(
+        f"{sum(c.kind == k for c in schema.columns)} {k}"
+        for k in ("numeric", "categorical", "boolean")
+        if any(c.kind == k for c in schema.columns)
+    )
+    progress(
+        f"loaded {len(frame):,} rows: {schema.task} of {schema.target!r} on "
+        f"{len(schema.columns)} features ({kinds}); metric {schema.metric}"
+    )
     parent = registry.alias("current")
     version, result = train_and_register(
         registry,
         frame,
         cfg.training,
         cfg.gate,
+        schema=schema,
+        factory=cfg.model_spec.pipeline,
         origin=origin,
         parent=parent,
         progress=progress,

@@ -1,60 +1,38 @@
 """Data drift: how far each feature of a current window has moved from the model's reference.
 
-Pure numpy: arrays in, a frozen ``DriftResult`` out; the only I/O is ``ReferenceSummary.save`` and
-``load``. The reference's summary is built once, at training time, and stored with the model
-version (``drift.npz``): a check never looks at the reference rows again.
+Pure numpy (and one scipy distance): arrays in, a frozen ``DriftResult`` out; the only I/O is
+``ReferenceSummary.save`` and ``load``. Rows are the schema's matrix (``Schema.encode``): numeric
+columns hold values, categorical and boolean ones category codes. The reference's summary is built
+once, at training time, and stored with the model version (``drift.npz``): a check never looks at
+the reference rows again.
 
-The statistics, per feature, on its finite values only (NaN and +/-inf are left out on both sides):
-
-- **PSI** (population stability index) on the reference's quantile bins:
-  ``sum((c - r) * ln(c / r))`` over the bins, ``r`` and ``c`` the reference's and the window's
-  share of each bin. The edges are reference values at the quantiles 1/bins .. (bins-1)/bins
-  (inverted CDF), bins closed on the right (``e[i-1] < x <= e[i]``); tied edges are merged, so a
-  feature with few distinct values gets fewer bins, and no reference bin is ever empty. A window's
-  share is floored at ``EPSILON`` = 1e-4: an empty bin counts as 1e-4 (what Evidently's PSI puts in
-  empty bins), and one row in a bin never scores higher than none. A vanished decile alone scores
-  about 0.69.
-- **KS**: the two-sample Kolmogorov-Smirnov statistic, the largest distance between the two
-  empirical CDFs. Exact, ties included (equal to ``scipy.stats.ks_2samp(...).statistic`` up to
-  float rounding): the difference of two step functions is largest just below or at one of the
-  reference's distinct values, and the window's counts there (``< u`` and ``<= u``) are binary
-  searches in its sorted column.
-
-**The rule**: a feature is drifted when ``psi >= psi_threshold`` or ``ks >= ks_threshold``. Effect
-sizes, not p-values: with a million rows any p-value is tiny, but a retrain is worth it only when
-the distribution moved by a meaningful amount. Either suffices because they see different moves:
-KS reads the CDF at every value, so it sees the bulk shift or squeeze; PSI compares the mass of
-each decile, so it sees mass move into or out of a region (a tail that fills, a decile that
-empties) even where the CDF moves little at any one point. With the defaults (0.2, 0.1) a smooth
-one-humped feature is flagged from a shift of about 0.2 of its standard deviation, one with sharp
-modes (Latitude) from about 0.05. Without drift, 5,000-row windows against a 5,000-row reference
-stayed below PSI 0.01 and KS 0.03 (``bench/drift.py``'s sweep).
-
-Evidently's default for such columns (Wasserstein distance over the reference's standard
-deviation, >= 0.1) is a different measure: both flag the same features on clear drift and on none
-(the benchmark's data), but they part on about one case in six near the thresholds, and no pair
-of thresholds here removes that. Evidently flags a scale change of a skewed feature sooner (the
-distance grows in the long tail), and late to flag a feature whose standard deviation a few
-outliers inflate: AveOccup's is 1.1 or 9.1 in a 5,000-row reference depending on whether it
-drew the blocks averaging 230 and 600 people a household, and its verdict moves with it; a
-rank-based KS does not. See docs/BENCHMARKS.md.
+The statistics are ``drift_stats``'s (which says why these and how they compare with Evidently's,
+and what they cost): for a numeric feature PSI on the reference's quantile bins and the exact
+two-sample KS, on finite values only; for a categorical or boolean feature PSI and the
+Jensen-Shannon distance (log base 2, so in [0, 1]) over its categories plus an unseen and a
+missing bin, on every row. **The rule**: a numeric feature is drifted when ``psi >= psi_threshold``
+or ``ks >= ks_threshold``; a categorical one when ``psi >= psi_threshold`` or
+``js >= js_threshold``.
 
 **The verdict**: ``share`` is drifted features / all features and ``weighted_share`` the drifted
-features' importance (the model's permutation importance, normalised to sum to 1). A feature with
-fewer than ``min_rows`` finite values is not judged (not drifted, and the reason says why) but
-still counts in the denominator. A window of fewer than ``min_rows`` rows is not judged at all;
-otherwise ``dataset_drift`` is ``score >= share``, the score being the weighted share when
-``weighted`` is set.
+features' importance (the model's permutation importance, normalised to sum to 1). A numeric
+feature with fewer than ``min_rows`` finite values is not judged (not drifted, and the reason says
+why) but still counts in the denominator; a categorical one counts every row (missing is one of
+its bins). A window of fewer than ``min_rows`` rows is not judged at all; otherwise
+``dataset_drift`` is ``score >= share``, the score being the weighted share when ``weighted`` is
+set.
 
-**Cost**, n window rows and k distinct reference values per feature (k <= the reference's rows):
-per feature one copy of the column, sorted in place, then 2k binary searches: O(n log n + k log n)
-time and 8n bytes beyond the window. The sort is deliberate: numpy's vectorised sort
-(x86-simd-sort, AVX2 or AVX-512) orders a million float64 in about 10 ms here, while
-``np.searchsorted`` of that million against 9 bin edges takes 30 ms and against 5,000 reference
-values 130 ms; and an O(n) histogram cannot give an exact KS. One thread: two (a feature each;
-numpy's sort releases the GIL) saved about 10% at a million rows at a quiet moment and nothing
-in a full benchmark run, and on this VM the second core serves predictions. A Fortran-order
-(column-major) window copies its columns fastest; any order and float dtype works.
+**The predictions**: given the model's predictions on the reference rows, the summary also holds
+their distribution, a regression's as a numeric feature, a classifier's (class indices) as a
+categorical one over ``schema.classes``. A check given the window's predictions compares them by
+the same rule (``DriftResult.prediction``, detail ``"prediction"``): one more signal, named in the
+reason when it drifted, but no feature: it has no importance and does not change the verdict.
+
+**Stored form**: an npz (no pickle). Format 1 throughout: the kinds, the categories and the
+predictions' summary are optional arrays, and a file without them (written before categorical
+features existed) is read as an all-numeric summary without predictions. A reader that predates
+them ignores them: it sees a categorical feature as one with no finite reference values (never
+judged) and the file still loads.
 """
 
 from __future__ import annotations
@@ -70,10 +48,24 @@ from typing import Any, Protocol
 import numpy as np
 
 from selfheal_daemon.errors import DataError
+from selfheal_daemon.model.drift_stats import (
+    EPSILON,
+    Grid,
+    categorical_stats,
+    category_counts,
+    check_categories,
+    flat_categories,
+    grid,
+    numeric_reference,
+    numeric_stats,
+    split_categories,
+)
+from selfheal_daemon.model.schema import Column, Schema
 from selfheal_daemon.system.files import atomic_write_bytes
 
 __all__ = [
     "EPSILON",
+    "PREDICTION",
     "DriftParams",
     "DriftResult",
     "FeatureDrift",
@@ -81,10 +73,13 @@ __all__ = [
     "check",
 ]
 
-EPSILON = 1e-4  # the floor of a window's share of a PSI bin: what an empty bin counts as
 FORMAT_VERSION = 1
 DRIFT_FILE = "drift.npz"  # the summary's name in a registry version (an extra artifact)
+PREDICTION = "prediction"  # the name of the predictions' column and of their FeatureDrift
 _KEYS = ("format", "features", "edges", "freqs", "sorted_sample", "importance", "rows")
+_KIND_KEYS = ("kinds", "n_categories", "category_names", "category_freqs")  # all or none
+_PREFIX = "prediction_"  # the predictions' summary's arrays, in the same file
+_KNOWN = frozenset((*_KEYS, *_KIND_KEYS)) | {_PREFIX + k for k in (*_KEYS, *_KIND_KEYS)}
 
 
 class DriftParams(Protocol):
@@ -97,22 +92,13 @@ class DriftParams(Protocol):
     @property
     def ks_threshold(self) -> float: ...
     @property
+    def js_threshold(self) -> float: ...
+    @property
     def min_rows(self) -> int: ...
     @property
     def share(self) -> float: ...
     @property
     def weighted(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class _Grid:
-    """One feature's reference, as a check reads it: its distinct values and the CDF around each."""
-
-    values: np.ndarray  # (k,) distinct finite reference values, ascending
-    below: np.ndarray  # (k,) reference share < values[j]
-    at: np.ndarray  # (k,) reference share <= values[j]
-    edge_pos: np.ndarray  # (bins-1,) index in ``values`` of each bin edge
-    share: np.ndarray  # (bins,) reference share of each bin, all > 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,7 +107,11 @@ class ReferenceSummary:
 
     Layout, F features and B bins: ``edges`` (F, B-1) and ``freqs`` (F, B) per feature, a feature
     with tied edges padded at the end (edges with NaN, freqs with 0); ``sorted_sample`` (F, rows),
-    each feature's finite values ascending, then NaN for the rows where it was not finite.
+    each feature's finite values ascending, then NaN for the rows where it was not finite. A
+    categorical (or boolean) feature has no numeric bins (all NaN and 0): its ``categories`` name
+    its k categories and its ``category_freqs`` are k + 2 shares (each category, unseen, missing).
+    ``kinds``, ``categories`` and ``category_freqs`` may be left empty: all numeric. ``prediction``
+    is the predictions' own one-column summary (no importance, no prediction), or None.
     """
 
     features: tuple[str, ...]
@@ -130,14 +120,16 @@ class ReferenceSummary:
     sorted_sample: np.ndarray
     importance: np.ndarray
     rows: int
-    _grids: tuple[_Grid, ...] = field(init=False, repr=False, compare=False)
+    kinds: tuple[str, ...] = ()
+    categories: tuple[tuple[str, ...], ...] = ()
+    category_freqs: tuple[np.ndarray, ...] = ()
+    prediction: ReferenceSummary | None = None
+    _grids: tuple[Grid, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Validate (ValueError naming what is wrong), freeze the arrays, derive the grids."""
         for name in ("edges", "freqs", "sorted_sample", "importance"):
-            array = np.array(getattr(self, name), dtype=np.float64)  # a private copy
-            array.setflags(write=False)
-            object.__setattr__(self, name, array)
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "features", tuple(str(f) for f in self.features))
         object.__setattr__(self, "rows", int(self.rows))
         n = len(self.features)
@@ -157,36 +149,66 @@ class ReferenceSummary:
         imp = self.importance
         if not (np.all(np.isfinite(imp)) and np.all(imp >= 0) and abs(imp.sum() - 1) < 1e-6):
             raise ValueError("importance must be non-negative and sum to 1")
+        self._set_kinds(n)
         grids = tuple(
-            _grid(self.features[j], self.sorted_sample[j], self.edges[j], self.freqs[j])
+            grid(self.features[j], self.sorted_sample[j], self.edges[j], self.freqs[j])
             for j in range(n)
         )
+        for j in range(n):
+            if self.kinds[j] != "numeric" and grids[j].values.size:
+                raise ValueError(f"{self.features[j]}: a {self.kinds[j]} feature has numeric bins")
         object.__setattr__(self, "_grids", grids)
+        sub = self.prediction
+        if sub is not None and (len(sub.features) != 1 or sub.prediction is not None):
+            raise ValueError("the predictions' summary must have one column and no predictions")
+
+    def _set_kinds(self, n: int) -> None:
+        """Fill in and validate ``kinds``, ``categories`` and ``category_freqs``."""
+        kinds = tuple(str(k) for k in self.kinds) or ("numeric",) * n
+        categories = tuple(tuple(str(c) for c in cats) for cats in self.categories) or ((),) * n
+        freqs = tuple(_frozen(f) for f in self.category_freqs) or (np.empty(0),) * n
+        if not (len(kinds) == len(categories) == len(freqs) == n):
+            raise ValueError(f"kinds, categories and category_freqs must each have {n} entries")
+        for name, kind, cats, share in zip(self.features, kinds, categories, freqs, strict=True):
+            check_categories(name, kind, cats, share)
+        object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "categories", categories)
+        object.__setattr__(self, "category_freqs", freqs)
 
     @property
     def bins(self) -> int:
         """The number of quantile bins the summary was built with (before merging ties)."""
         return int(self.freqs.shape[1])
 
+    @property
+    def all_numeric(self) -> bool:
+        return all(kind == "numeric" for kind in self.kinds)
+
     @classmethod
     def build(
         cls,
         reference: np.ndarray,
-        features: Sequence[str],
+        schema: Schema,
         *,
         bins: int = 10,
         importance: Sequence[float] | np.ndarray | None = None,
+        predictions: np.ndarray | None = None,
     ) -> ReferenceSummary:
-        """Summarise ``reference`` (rows x features, in ``features`` order); ``bins`` >= 2.
+        """Summarise ``reference``, the schema's matrix (rows x features in schema order);
+        ``bins`` >= 2.
 
         ``importance`` is normalised to sum to 1; all features weigh the same without it.
+        ``predictions`` are the model's on the reference rows (``schema.predict``: values, or class
+        indices into ``schema.classes``); without them the summary has no ``prediction``.
         """
+        if not isinstance(schema, Schema):
+            raise TypeError(f"build takes the model's Schema, not {type(schema).__name__}")
         ref = np.asarray(reference, dtype=np.float64)
-        if ref.ndim != 2 or ref.shape[1] != len(features) or ref.shape[0] < 1:
-            raise ValueError(f"reference has shape {ref.shape}, expected (rows, {len(features)})")
+        n = len(schema.columns)
+        if ref.ndim != 2 or ref.shape[1] != n or ref.shape[0] < 1:
+            raise ValueError(f"reference has shape {ref.shape}, expected (rows, {n})")
         if bins < 2:
             raise ValueError(f"bins must be at least 2, got {bins}")
-        n = len(features)
         if importance is None:
             weights = np.full(n, 1.0 / n)
         else:
@@ -199,47 +221,88 @@ class ReferenceSummary:
             ):
                 raise ValueError(f"importance must be {n} non-negative numbers, not all 0")
             weights = raw / raw.sum()
-        edges = np.full((n, bins - 1), np.nan)
-        freqs = np.zeros((n, bins))
-        sample = np.full((n, ref.shape[0]), np.nan)
-        for j in range(n):
-            values = np.sort(ref[:, j][np.isfinite(ref[:, j])])
-            sample[j, : values.size] = values
-            if values.size == 0:
-                continue
-            cut = _quantile_edges(values, bins)
-            edges[j, : cut.size] = cut
-            counts = np.diff(
-                np.searchsorted(values, cut, side="right"), prepend=0, append=values.size
+        prediction = None
+        if predictions is not None:
+            pred = np.asarray(predictions, dtype=np.float64).reshape(-1)
+            if pred.size != ref.shape[0]:
+                raise ValueError(f"{pred.size} predictions for {ref.shape[0]} reference rows")
+            column = (
+                Column(PREDICTION, "categorical", categories=schema.classes)
+                if schema.is_classifier
+                else Column(PREDICTION, "numeric")
             )
-            freqs[j, : counts.size] = counts / values.size
-        return cls(tuple(features), edges, freqs, sample, weights, ref.shape[0])
+            prediction = cls._summarise(pred[:, None], (column,), bins, np.ones(1), None)
+        return cls._summarise(ref, schema.columns, bins, weights, prediction)
+
+    @classmethod
+    def _summarise(
+        cls,
+        ref: np.ndarray,
+        columns: Sequence[Column],
+        bins: int,
+        weights: np.ndarray,
+        prediction: ReferenceSummary | None,
+    ) -> ReferenceSummary:
+        n, rows = len(columns), ref.shape[0]
+        edges, freqs = np.full((n, bins - 1), np.nan), np.zeros((n, bins))
+        sample = np.full((n, rows), np.nan)
+        shares = []
+        for j, col in enumerate(columns):
+            if col.is_numeric:
+                edges[j], freqs[j], sample[j] = numeric_reference(ref[:, j], bins)
+                shares.append(np.empty(0))
+            else:
+                shares.append(category_counts(ref[:, j], len(col.categories)) / rows)
+        return cls(
+            tuple(c.name for c in columns),
+            edges,
+            freqs,
+            sample,
+            weights,
+            rows,
+            kinds=tuple(c.kind for c in columns),
+            categories=tuple(() if c.is_numeric else c.categories for c in columns),
+            category_freqs=tuple(shares),
+            prediction=prediction,
+        )
 
     def save(self, path: Path) -> None:
         """Write the summary as an npz (no pickle), atomically and durably."""
+        arrays = self._arrays()
+        if self.prediction is not None:
+            arrays.update({_PREFIX + k: v for k, v in self.prediction._arrays().items()})
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            format=np.array(FORMAT_VERSION),
-            features=np.array(self.features, dtype=np.str_),
-            edges=self.edges,
-            freqs=self.freqs,
-            sorted_sample=self.sorted_sample,
-            importance=self.importance,
-            rows=np.array(self.rows),
-        )
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(path, buffer.getvalue())
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "format": np.array(FORMAT_VERSION),
+            "features": np.array(self.features, dtype=np.str_),
+            "edges": self.edges,
+            "freqs": self.freqs,
+            "sorted_sample": self.sorted_sample,
+            "importance": self.importance,
+            "rows": np.array(self.rows),
+            **flat_categories(self.kinds, self.categories, self.category_freqs),
+        }
 
     @classmethod
     def load(cls, path: Path) -> ReferenceSummary:
         """Read what ``save`` wrote; DataError naming the file if it is missing or malformed."""
         try:
-            return cls._from_arrays(_read_npz(path))
+            arrays = _read_npz(path)
+            sub = {k[len(_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PREFIX)}
+            own = {k: v for k, v in arrays.items() if not k.startswith(_PREFIX)}
+            prediction = cls._from_arrays(sub, None) if sub else None
+            return cls._from_arrays(own, prediction)
         except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"{path}: not a valid drift reference summary: {exc}") from exc
 
     @classmethod
-    def _from_arrays(cls, arrays: dict[str, np.ndarray]) -> ReferenceSummary:
+    def _from_arrays(
+        cls, arrays: dict[str, np.ndarray], prediction: ReferenceSummary | None
+    ) -> ReferenceSummary:
         missing = [key for key in _KEYS if key not in arrays]
         if missing:
             raise ValueError(f"missing {', '.join(missing)}")
@@ -249,6 +312,13 @@ class ReferenceSummary:
             raise ValueError("features is not a list of names")
         if arrays["rows"].shape != () or arrays["rows"].dtype.kind not in "iu":
             raise ValueError("rows is not an integer")
+        kinds: dict[str, Any] = {}
+        present = [key for key in _KIND_KEYS if key in arrays]
+        if present:  # a file written before kinds existed has none of them: all numeric
+            absent = [key for key in _KIND_KEYS if key not in arrays]
+            if absent:
+                raise ValueError(f"missing {', '.join(absent)}")
+            kinds = split_categories(arrays)
         return cls(
             tuple(str(name) for name in arrays["features"]),
             arrays["edges"],
@@ -256,7 +326,15 @@ class ReferenceSummary:
             arrays["sorted_sample"],
             arrays["importance"],
             int(arrays["rows"]),
+            prediction=prediction,
+            **kinds,
         )
+
+
+def _frozen(value: Any) -> np.ndarray:
+    array = np.array(value, dtype=np.float64)  # a private copy
+    array.setflags(write=False)
+    return array
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -267,66 +345,48 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise TypeError("not an npz archive")
         with loaded as npz:
-            return {key: npz[key] for key in _KEYS if key in npz.files}
-
-
-def _quantile_edges(values: np.ndarray, bins: int) -> np.ndarray:
-    """Distinct reference values at the quantiles i/bins (inverted CDF), each below the maximum."""
-    ranks = np.ceil(np.arange(1, bins) / bins * values.size).astype(np.intp) - 1
-    cut = np.unique(values[np.clip(ranks, 0, values.size - 1)])
-    return np.asarray(cut[cut < values[-1]])
-
-
-def _grid(name: str, sample: np.ndarray, edges: np.ndarray, freqs: np.ndarray) -> _Grid:
-    """Check one feature's stored layout and derive what a check reads (ValueError if invalid)."""
-    finite = int(np.count_nonzero(np.isfinite(sample)))
-    values = sample[:finite]
-    if not (np.all(np.isnan(sample[finite:])) and np.all(np.diff(values) >= 0)):
-        raise ValueError(f"{name}: sorted_sample is not ascending finite values, then NaN")
-    cut = edges[np.isfinite(edges)]
-    if not np.all(np.isnan(edges[cut.size :])):
-        raise ValueError(f"{name}: edges are not finite values, then NaN")
-    if finite == 0:
-        if cut.size or np.any(freqs):
-            raise ValueError(f"{name}: bins without any reference values")
-        empty = np.empty(0)
-        return _Grid(empty, empty, empty, np.empty(0, np.intp), empty)
-    distinct, first = np.unique(values, return_index=True)
-    pos = np.searchsorted(distinct, cut)
-    if (
-        np.any(np.diff(cut) <= 0)
-        or np.any(pos >= distinct.size - 1)
-        or np.any(distinct[np.minimum(pos, distinct.size - 1)] != cut)
-    ):
-        raise ValueError(f"{name}: edges are not ascending reference values below the maximum")
-    after = np.append(first[1:], finite)  # rows <= each distinct value
-    counts = np.diff(after[pos], prepend=0, append=finite)
-    share = freqs[: counts.size]
-    if not (
-        np.allclose(share, counts / finite, rtol=0, atol=1e-9) and not np.any(freqs[counts.size :])
-    ):
-        raise ValueError(f"{name}: freqs do not match the sorted sample and the edges")
-    return _Grid(distinct, first / finite, after / finite, pos, counts / finite)
+            return {key: npz[key] for key in npz.files if key in _KNOWN}
 
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """One feature's effect sizes and verdict; ``psi``/``ks`` are NaN when it was not judged.
+    """One feature's effect sizes and verdict; its scores are NaN when it was not judged.
 
-    ``note`` says why a feature was not judged (too few finite values); empty when it was.
+    ``note`` says why a feature was not judged (too few values); empty when it was. ``kind`` is
+    the schema's; ``ks`` is None for a categorical or boolean feature, ``js`` (the Jensen-Shannon
+    distance, base 2) and ``unseen_share`` (the window's share of categories the reference's
+    schema does not know) are None for a numeric one.
     """
 
     name: str
     psi: float
-    ks: float
+    ks: float | None
     drifted: bool
     importance: float
     note: str = ""
+    kind: str = "numeric"
+    js: float | None = None
+    unseen_share: float | None = None
+
+    def to_details(self) -> dict[str, Any]:
+        """JSON-ready scores (4 decimals; a score not computed, or not of its kind, is None)."""
+        return {
+            "psi": _round(self.psi),
+            "ks": _round(self.ks),
+            "drifted": self.drifted,
+            "kind": self.kind,
+            "js": _round(self.js),
+            "unseen_share": _round(self.unseen_share),
+        }
 
 
 @dataclass(frozen=True)
 class DriftResult:
-    """The verdict on one current window; ``reason`` is the sentence for the audit and the logs."""
+    """The verdict on one current window; ``reason`` is the sentence for the audit and the logs.
+
+    ``prediction`` compares the window's predictions with the reference's (None when the check
+    was given none or the summary holds none); it does not enter the verdict.
+    """
 
     rows: int
     judged: bool
@@ -336,6 +396,7 @@ class DriftResult:
     score: float
     dataset_drift: bool
     reason: str
+    prediction: FeatureDrift | None = None
 
     def drifted_features(self) -> tuple[str, ...]:
         """The drifted features' names, in the summary's feature order."""
@@ -351,22 +412,27 @@ class DriftResult:
             "weighted_share": _round(self.weighted_share),
             "dataset_drift": self.dataset_drift,
             "reason": self.reason,
-            "features": {
-                f.name: {"psi": _round(f.psi), "ks": _round(f.ks), "drifted": f.drifted}
-                for f in self.features
-            },
+            "features": {f.name: f.to_details() for f in self.features},
+            "prediction": None if self.prediction is None else self.prediction.to_details(),
         }
 
 
-def _round(value: float) -> float | None:
-    return round(value, 4) if math.isfinite(value) else None
+def _round(value: float | None) -> float | None:
+    return round(value, 4) if value is not None and math.isfinite(value) else None
 
 
-def check(summary: ReferenceSummary, current: np.ndarray, params: DriftParams) -> DriftResult:
+def check(
+    summary: ReferenceSummary,
+    current: np.ndarray,
+    params: DriftParams,
+    predictions: np.ndarray | None = None,
+) -> DriftResult:
     """Judge ``current`` (rows x features, in ``summary.features`` order) against the summary.
 
-    ``params.bins`` is not used: the bins are the summary's, fixed when the version was trained.
-    ``current`` is not modified; any float dtype and memory order is accepted.
+    ``predictions`` are the model's on the window's rows (as for ``build``); they are compared
+    when the summary holds the reference's. ``params.bins`` is not used: the bins are the
+    summary's, fixed when the version was trained. ``current`` is not modified; any float dtype
+    and memory order is accepted.
     """
     window = np.asarray(current)
     n_features = len(summary.features)
@@ -374,23 +440,19 @@ def check(summary: ReferenceSummary, current: np.ndarray, params: DriftParams) -
         raise DataError(f"current window has shape {window.shape}, expected (rows, {n_features})")
     rows = int(window.shape[0])
     need = max(int(params.min_rows), 1)
-
-    stats = [_feature_stats(summary._grids[j], window[:, j], need) for j in range(n_features)]
-
-    features = []
-    for j, (psi, ks, finite) in enumerate(stats):
-        name, weight = summary.features[j], float(summary.importance[j])
-        if summary._grids[j].values.size == 0:
-            note = "no finite reference values"
-        elif finite < need:
-            note = (
-                f"only {finite} finite values, fewer than {need}" if finite else "no finite values"
-            )
-        else:
-            drifted = psi >= params.psi_threshold or ks >= params.ks_threshold
-            features.append(FeatureDrift(name, psi, ks, drifted, weight))
-            continue
-        features.append(FeatureDrift(name, math.nan, math.nan, False, weight, note))
+    features = tuple(
+        _column_drift(summary, j, window[:, j], params, need) for j in range(n_features)
+    )
+    prediction = None
+    if predictions is not None and summary.prediction is not None:
+        pred = np.asarray(predictions)
+        if pred.ndim == 2 and pred.shape[1] == 1:
+            pred = pred[:, 0]
+        if pred.ndim != 1:
+            raise DataError(f"predictions have shape {pred.shape}, expected (rows,)")
+        prediction = replace(
+            _column_drift(summary.prediction, 0, pred, params, need), importance=0.0
+        )
     flagged = [f for f in features if f.drifted]
     share = len(flagged) / n_features
     weighted_share = min(sum(f.importance for f in flagged), 1.0)
@@ -398,27 +460,33 @@ def check(summary: ReferenceSummary, current: np.ndarray, params: DriftParams) -
     judged = rows >= need
     dataset_drift = judged and score >= params.share
     result = DriftResult(
-        rows, judged, tuple(features), share, weighted_share, score, dataset_drift, ""
+        rows, judged, features, share, weighted_share, score, dataset_drift, "", prediction
     )
     return _with_reason(result, params, need)
 
 
-def _feature_stats(grid: _Grid, column: np.ndarray, need: int) -> tuple[float, float, int]:
-    """(psi, ks, finite values) of one current column; NaN scores if it has fewer than ``need``."""
-    data = np.array(column, dtype=np.float64)  # the one copy: contiguous, sorted in place
-    data.sort()  # NaN last; -inf first, +inf just before the NaN
-    start = int(np.searchsorted(data, -np.inf, side="right"))
-    stop = int(np.searchsorted(data, np.inf, side="left"))
-    finite = stop - start
-    if finite < need or grid.values.size == 0:
-        return math.nan, math.nan, finite
-    values = data[start:stop]
-    below = np.searchsorted(values, grid.values, side="left") / finite
-    at = np.searchsorted(values, grid.values, side="right") / finite
-    ks = max(float(np.max(np.abs(grid.below - below))), float(np.max(np.abs(grid.at - at))))
-    current = np.maximum(np.diff(at[grid.edge_pos], prepend=0.0, append=1.0), EPSILON)
-    psi = float(np.sum((current - grid.share) * np.log(current / grid.share)))
-    return psi, ks, finite
+def _column_drift(
+    summary: ReferenceSummary, j: int, column: np.ndarray, params: DriftParams, need: int
+) -> FeatureDrift:
+    """Column ``j`` of the summary against one current column, by its kind's rule."""
+    name, weight, kind = summary.features[j], float(summary.importance[j]), summary.kinds[j]
+    if kind != "numeric":
+        psi, js, unseen, rows = categorical_stats(summary.category_freqs[j], column, need)
+        if rows < need:
+            note = f"only {rows} values, fewer than {need}" if rows else "no values"
+            return FeatureDrift(name, math.nan, None, False, weight, note, kind, math.nan, unseen)
+        drifted = psi >= params.psi_threshold or js >= params.js_threshold
+        return FeatureDrift(name, psi, None, drifted, weight, "", kind, js, unseen)
+    ref = summary._grids[j]
+    psi, ks, finite = numeric_stats(ref, column, need)
+    if ref.values.size == 0:
+        note = "no finite reference values"
+    elif finite < need:
+        note = f"only {finite} finite values, fewer than {need}" if finite else "no finite values"
+    else:
+        drifted = psi >= params.psi_threshold or ks >= params.ks_threshold
+        return FeatureDrift(name, psi, ks, drifted, weight)
+    return FeatureDrift(name, math.nan, math.nan, False, weight, note)
 
 
 def _with_reason(result: DriftResult, params: DriftParams, need: int) -> DriftResult:
@@ -428,6 +496,8 @@ def _with_reason(result: DriftResult, params: DriftParams, need: int) -> DriftRe
     if not result.judged:
         reason = f"only {result.rows} rows, fewer than the {need} needed to judge drift"
         return replace(result, reason=reason)
+    if result.prediction is not None and result.prediction.drifted:
+        tail += "; the predictions drifted"
     drifted = sorted(
         (f for f in result.features if f.drifted), key=lambda f: f.importance, reverse=True
     )

@@ -1,7 +1,8 @@
-"""The model's features and target, and how they derive from the bundled California housing data.
+"""The training data: the bundled California housing set and how its features derive from the
+raw census columns, or the user's own table (``training.data`` with a ``[model]`` table).
 
-The model always sees a float64 matrix whose columns are ``FEATURES`` in this order; the service and
-training share this one definition so a column can never be swapped between them.
+``load_base(cfg)`` returns the trusted base data as the model's raw columns (features and target,
+text for categories); ``learn_schema`` turns it into the version's ``Schema`` (``model.schema``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selfheal_daemon.config import Config
 from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError
+from selfheal_daemon.model.schema import Column, Schema
 
 RAW_COLUMNS: tuple[str, ...] = (
     "longitude",
@@ -107,5 +110,98 @@ def fingerprint(frame: pd.DataFrame) -> str:
     """A sha256 over the frame's columns and values: equal data gives an equal fingerprint."""
     digest = hashlib.sha256()
     digest.update(",".join(map(str, frame.columns)).encode())
-    digest.update(np.ascontiguousarray(frame.to_numpy(dtype="float64")).tobytes())
+    if all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes):
+        digest.update(np.ascontiguousarray(frame.to_numpy(dtype="float64")).tobytes())
+    else:
+        hashed = pd.util.hash_pandas_object(frame.astype(object), index=False)
+        digest.update(np.ascontiguousarray(hashed.to_numpy()).tobytes())
     return digest.hexdigest()
+
+
+def load_base(cfg: Config) -> pd.DataFrame:
+    """The trusted base data as the model's raw columns: the bundled California set (or a file
+    in its form) without a ``[model]`` table; else ``training.data`` as it is, missing-value
+    tokens read as missing. The target column must be there."""
+    if cfg.is_default_model:
+        return load_dataset(cfg.training_data)
+    from selfheal_daemon.model.infer import read_table as read_user_table
+
+    path = cfg.training_data
+    if path is None:
+        raise DataError("a [model] table needs training.data: the file to train it on")
+    frame = read_user_table(path, cfg.model_spec.missing_values)
+    target = cfg.model_spec.target
+    if target not in frame.columns:
+        raise DataError(
+            f"training data {path} has no target column {target!r}; "
+            f"columns are: {', '.join(map(str, frame.columns))}"
+        )
+    return frame
+
+
+def learn_schema(cfg: Config, frame: pd.DataFrame, previous: Schema | None = None) -> Schema:
+    """The schema of a model trained on ``frame``: inferred from the data under the ``[model]``
+    table (the California schema without one), numeric bounds and categories as seen.
+
+    With ``previous`` (the champion's schema, on a retrain) the features and their kinds stay
+    the champion's, and its categories keep their places, new ones appended: a code the serving
+    version wrote means the same category in its successor.
+    """
+    if cfg.is_default_model and previous is None:
+        return Schema.california(_bounds(frame, FEATURES))
+    if previous is not None:
+        return _relearn(previous, frame)
+    from selfheal_daemon.model.infer import infer_schema
+
+    return infer_schema(frame, cfg.model_spec).schema
+
+
+def _bounds(frame: pd.DataFrame, names: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for name in names:
+        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64")
+        finite = values[np.isfinite(values)]
+        if len(finite):
+            out[name] = (float(finite.min()), float(finite.max()))
+    return out
+
+
+def _relearn(previous: Schema, frame: pd.DataFrame) -> Schema:
+    missing = [n for n in (*previous.features, previous.target) if n not in frame.columns]
+    if missing:
+        raise DataError(f"data lacks the model's columns: {', '.join(missing)}")
+    columns: list[Column] = []
+    encoded = previous.encode(frame)
+    for j, col in enumerate(previous.columns):
+        seen_missing = bool(np.isnan(encoded[:, j]).any())
+        if col.is_numeric:
+            low, high = _bounds(frame, (col.name,)).get(col.name, (col.low, col.high))
+            columns.append(
+                Column(col.name, "numeric", low=low, high=high, missing=col.missing or seen_missing)
+            )
+            continue
+        from selfheal_daemon.model.schema import category_text
+
+        known = set(col.categories)
+        fresh = sorted(
+            {t for v in frame[col.name].tolist() if (t := category_text(v))}
+            - known
+            - {m.strip() for m in previous.missing_values}
+        )
+        columns.append(
+            Column(
+                col.name,
+                col.kind,
+                categories=(*col.categories, *fresh) if col.kind == "categorical" else (),
+                missing=col.missing or seen_missing,
+            )
+        )
+    return Schema(
+        name=previous.name,
+        task=previous.task,
+        target=previous.target,
+        columns=tuple(columns),
+        classes=previous.classes,
+        metric=previous.metric,
+        missing_values=previous.missing_values,
+    )

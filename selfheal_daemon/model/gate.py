@@ -1,39 +1,64 @@
 """The promotion gate: whether a candidate model may replace the champion (the serving model).
 
-A candidate is promoted only when all of these hold (SPEC, "Healing"):
+A candidate is promoted only when all of these hold (SPEC, "Healing"), in the gate's metric (the
+schema's, or the one given; ``metrics.choose_metric``) and in that metric's own direction (higher
+R2 or ROC AUC is better, lower MAE or log loss is):
 
-- its holdout R2 clears the absolute threshold ``GateConfig.min_r2``;
-- its holdout R2 is no worse than the champion's on the same fresh holdout, within
-  ``champion_tolerance`` (skipped when there is no champion, or the champion cannot be measured);
-- it passes the model tests on a fixed, trusted ``ProbeSet``:
+- its holdout metric clears the absolute bar ``metrics.threshold_for`` (``gate.threshold``, else
+  ``min_r2`` for R2, else the metric's default; none for MAE, RMSE and log loss);
+- it is no worse than the champion's on the same fresh holdout, within ``champion_tolerance``
+  (skipped when there is no champion, or the champion cannot be measured);
+- it passes the model tests that apply (``gate_tests``: golden, non_finite, probabilities,
+  directional, slices, latency) on a fixed, trusted ``ProbeSet``.
 
-  ``golden``       on trusted labelled rows, enough predictions within a tolerance of the label;
-  ``non_finite``   no NaN or infinity out of the model on golden, probe, edge and holdout rows;
-  ``directional``  raising one feature (MedInc) raises the prediction for enough probe rows;
-  ``latency``      the median 1-row predict and a 1000-row batch stay within their budgets.
+Where the metric is undefined on the holdout (ROC AUC with a class absent from its labels), the
+gate measures balanced accuracy instead (a regression: MAE) and notes it.
 
-Pure apart from calling ``predict`` and reading a timer (injectable, ``time.perf_counter`` by
-default): no files, no processes. A candidate that raises, returns the wrong shape or returns
-non-finite values fails a test or the metric check with the error in words; the gate never
+Pure apart from calling the models through the schema and reading a timer (injectable): no
+files, no processes. A candidate that raises, returns the wrong shape, non-finite values or
+invalid probabilities fails a test or the metric check with the error in words; the gate never
 crashes on it. The repair step after a test failure is ``label_repair.suspect_labels``.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from selfheal_daemon.config import GateConfig
-from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, TrainingError
-from selfheal_daemon.model.metrics import METRIC_NAMES, evaluate
+from selfheal_daemon.model.gate_tests import (
+    BATCH_ROWS,
+    TEST_NAMES,
+    Answers,
+    Predictor,
+    ProbeSet,
+    TestResult,
+    Timer,
+    describe_error,
+    model_tests,
+    predict_rows,
+    proba_rows,
+)
+from selfheal_daemon.model.metrics import (
+    FALLBACK_METRIC,
+    answers,
+    as_json,
+    fails_threshold,
+    nan_metrics,
+    resolve,
+    score,
+    scores,
+    shortfall,
+    spec,
+    threshold_for,
+)
+from selfheal_daemon.model.schema import Schema, slice_values
 
 __all__ = [
     "BATCH_ROWS",
@@ -46,101 +71,21 @@ __all__ = [
     "judge",
     "model_tests",
     "predict_rows",
+    "proba_rows",
+    "slice_test",
     "threshold_failure",
 ]
-
-Timer = Callable[[], float]
-TEST_NAMES: tuple[str, ...] = ("golden", "non_finite", "directional", "latency")
-BATCH_ROWS = 1000
-# Timed 1-row predicts after one untimed warm-up: the median of 21 shrugs off a few slow ones on a
-# busy machine. The 1000-row batch is timed three times for the same reason.
-SINGLE_REPEATS = 21
-BATCH_REPEATS = 3
-
-
-class Predictor(Protocol):
-    """Anything with scikit-learn's ``predict``: the fitted pipelines, or a test's stand-in."""
-
-    def predict(self, x: np.ndarray, /) -> Any: ...
-
-
-@dataclass(frozen=True, eq=False)
-class ProbeSet:
-    """Fixed, trusted inputs for the model tests, drawn once from trusted base data.
-
-    ``golden_x``/``golden_y``: labelled rows with finite features and labels (they may overlap a
-    model's training rows: the test asks whether it still knows trusted facts). ``direction_x``:
-    rows whose direction feature can be raised by ``direction_step`` and stay inside the base
-    data's range (beyond it a tree model is flat by construction, saying nothing of direction).
-    ``edge_x``: each feature at the base data's minimum, maximum and missing (NaN), the others at
-    the median; plus all-minimum, all-maximum and all-missing rows. Arrays are float64 in
-    ``FEATURES`` order and read-only.
-    """
-
-    golden_x: np.ndarray
-    golden_y: np.ndarray
-    direction_x: np.ndarray
-    edge_x: np.ndarray
-
-    @classmethod
-    def from_frame(cls, base: pd.DataFrame, cfg: GateConfig, seed: int = 0) -> ProbeSet:
-        """Draw the probe set from ``base`` (FEATURES + TARGET); equal inputs give equal arrays."""
-        missing = [c for c in (*FEATURES, TARGET) if c not in base.columns]
-        if missing:
-            raise DataError(f"probe base data lacks columns: {', '.join(missing)}")
-        x = base[list(FEATURES)].to_numpy(dtype="float64")
-        y = base[TARGET].to_numpy(dtype="float64")
-        clean = np.isfinite(x).all(axis=1) & np.isfinite(y)
-        if not clean.any():
-            raise DataError("probe base data has no row with finite features and label")
-        golden_rng, direction_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
-        )
-        golden = _draw(golden_rng, np.flatnonzero(clean), cfg.golden_rows)
-
-        j = FEATURES.index(cfg.direction_feature)
-        low, high = np.nanmin(x[clean], axis=0), np.nanmax(x[clean], axis=0)
-        raised = x[:, j] + cfg.direction_step
-        inside = clean & (raised >= low[j]) & (raised <= high[j])
-        if not inside.any():
-            raise DataError(
-                f"no base row can have {cfg.direction_feature} raised by {cfg.direction_step:g}"
-                f" and stay within {low[j]:g}..{high[j]:g}"
-            )
-        direction = _draw(direction_rng, np.flatnonzero(inside), cfg.direction_rows)
-        return cls(
-            golden_x=_frozen(x[golden]),
-            golden_y=_frozen(y[golden]),
-            direction_x=_frozen(x[direction]),
-            edge_x=_frozen(_edge_rows(low, high, np.median(x[clean], axis=0))),
-        )
-
-
-@dataclass(frozen=True)
-class TestResult:
-    """The outcome of one model test; ``detail`` is a sentence a person can check by hand.
-
-    ``value`` is the measured quantity: the share for golden and directional, the count of
-    non-finite predictions for non_finite, the median 1-row predict in ms for latency; NaN when the
-    model raised before it could be measured.
-    """
-
-    __test__ = False  # not a pytest class, despite the name
-
-    name: str
-    passed: bool
-    detail: str
-    value: float
 
 
 @dataclass(frozen=True)
 class GateVerdict:
     """The gate's decision with everything that led to it.
 
-    ``candidate`` and ``champion`` hold r2, mae and rmse on the same holdout; a model whose holdout
-    predictions could not be measured has NaN there (None in ``to_details``). ``champion`` is None
-    when there is no champion. ``reasons`` names every failure; ``notes`` are remarks that did not
-    block promotion (e.g. a champion that could not be measured, so only the threshold applied).
+    ``candidate`` and ``champion`` hold the task's metrics (``metrics.task_metrics``) on the same
+    holdout; a model whose holdout answers could not be measured has NaN there (None in
+    ``to_details``). ``champion`` is None when there is no champion. ``metric`` is the metric the
+    gate judged by. ``reasons`` names every failure; ``notes`` are remarks that did not block
+    promotion (a champion that could not be measured, a metric undefined on this holdout).
     """
 
     promote: bool
@@ -148,6 +93,7 @@ class GateVerdict:
     champion: dict[str, float] | None
     tests: tuple[TestResult, ...]
     reasons: tuple[str, ...]
+    metric: str
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -164,14 +110,15 @@ class GateVerdict:
         """JSON-ready summary for an audit record; non-finite numbers become None."""
         return {
             "promote": self.promote,
-            "candidate": _json_metrics(self.candidate),
-            "champion": None if self.champion is None else _json_metrics(self.champion),
+            "metric": self.metric,
+            "candidate": as_json(self.candidate),
+            "champion": None if self.champion is None else as_json(self.champion),
             "tests": [
                 {
                     "name": t.name,
                     "passed": t.passed,
                     "detail": t.detail,
-                    "value": _json_float(t.value),
+                    "value": t.value if math.isfinite(t.value) else None,
                 }
                 for t in self.tests
             ],
@@ -181,266 +128,232 @@ class GateVerdict:
         }
 
 
-def model_tests(
-    model: Predictor,
-    probes: ProbeSet,
+def threshold_failure(
+    metrics: Mapping[str, float],
     cfg: GateConfig,
+    schema: Schema,
+    metric: str | None = None,
     *,
-    timer: Timer = time.perf_counter,
-    holdout_x: np.ndarray | None = None,
-) -> tuple[TestResult, ...]:
-    """Run golden, non_finite, directional and latency on ``model``, in that order.
+    who: str = "model",
+    configured_for: str | None = None,
+) -> str | None:
+    """The gate's absolute bar, its one definition: why ``who`` fails it, or None.
 
-    ``holdout_x``, when given, is also checked for non-finite output. Use the ``cfg`` the probes
-    were drawn with. ``timer`` returns seconds; only the latency test reads it.
+    ``metric`` defaults to the schema's. ``configured_for``: the metric ``gate.threshold`` was set
+    for, when ``metric`` is a fallback measured in its place (its own default bar applies then).
     """
-    sets: dict[str, np.ndarray] = {
-        "golden": probes.golden_x,
-        "directional probe": probes.direction_x,
-        "edge": probes.edge_x,
-    }
-    if holdout_x is not None:
-        sets["holdout"] = holdout_x
-    return (
-        _golden(model, probes, cfg),
-        _non_finite(model, sets),
-        _directional(model, probes, cfg),
-        _latency(model, probes, cfg, timer),
-    )
+    metric = resolve(schema, metric)
+    bar = threshold_for(metric, cfg, len(schema.classes), configured_for=configured_for)
+    value = float(metrics.get(metric, math.nan))
+    if not fails_threshold(metric, value, bar):
+        return None
+    title = spec(metric).title
+    if not math.isfinite(value):
+        return f"{who} {title} could not be measured, so it does not clear the gate's bar"
+    if spec(metric).direction == "higher":
+        return f"{who} {title} {value:.3f} is below the gate's minimum {_bar(bar)}"
+    return f"{who} {title} {value:.3f} is above the gate's maximum {_bar(bar)}"
 
 
-def threshold_failure(metrics: Mapping[str, float], cfg: GateConfig, who: str) -> str | None:
-    """The gate's absolute threshold, its one definition: why ``who`` fails it, or None."""
-    if metrics["r2"] < cfg.min_r2:
-        return f"{who} R2 {metrics['r2']:.3f} is below the gate's minimum {cfg.min_r2:.2f}"
-    return None
-
-
-def check_threshold(metrics: Mapping[str, float], cfg: GateConfig) -> None:
-    """``TrainingError`` unless a model's holdout metrics clear the absolute threshold (the first
+def check_threshold(
+    metrics: Mapping[str, float], cfg: GateConfig, schema: Schema, metric: str | None = None
+) -> None:
+    """``TrainingError`` unless a model's holdout metrics clear the absolute bar (the first
     model, which has no champion to be judged against, is held to this alone)."""
-    failure = threshold_failure(metrics, cfg, "model")
+    failure = threshold_failure(metrics, cfg, schema, metric)
     if failure is not None:
         raise TrainingError(failure)
 
 
-def judge(  # noqa: PLR0917 - the agreed API passes the six inputs positionally
+def judge(  # noqa: PLR0917 - the agreed API passes the inputs positionally
     candidate: Predictor,
     champion: Predictor | None,
     holdout_x: np.ndarray,
     holdout_y: np.ndarray,
     probes: ProbeSet,
     cfg: GateConfig,
+    schema: Schema,
+    metric: str | None = None,
     *,
     timer: Timer = time.perf_counter,
 ) -> GateVerdict:
-    """Decide whether ``candidate`` replaces ``champion``, measuring both on the same holdout."""
+    """Decide whether ``candidate`` replaces ``champion``, measuring both on the same holdout
+    (``holdout_x`` in schema feature order, ``holdout_y`` encoded targets) in ``metric`` (default:
+    the schema's; ``"auto"`` resolved for its task)."""
+    metric = resolve(schema, metric)
+    holdout_y = np.asarray(holdout_y, dtype="float64")
     reasons: list[str] = []
     notes: list[str] = []
-    rows = f"{len(holdout_y):,}"
-    cand, error = _measure(candidate, holdout_x, holdout_y)
-    if error is not None:
+    cand_out, error = _answers(candidate, schema, holdout_x)
+    cand = nan_metrics(schema) if cand_out is None else scores(schema, holdout_y, *cand_out)
+    measured = metric
+    if cand_out is None:
         reasons.append(f"candidate's holdout metrics cannot be measured: {error}")
-    elif (failure := threshold_failure(cand, cfg, "candidate")) is not None:
-        reasons.append(failure)
+    else:
+        if metric not in cand:
+            measured = FALLBACK_METRIC if schema.is_classifier else "mae"
+            notes.append(
+                f"{spec(metric).title} is undefined on this holdout (a class is absent from its"
+                f" labels): the gate measured {spec(measured).title} instead"
+            )
+        failure = threshold_failure(
+            cand, cfg, schema, measured, who="candidate", configured_for=metric
+        )
+        if failure is not None:
+            reasons.append(failure)
 
     champ: dict[str, float] | None = None
+    champ_out: Answers | None = None
     if champion is not None:
-        champ, champ_error = _measure(champion, holdout_x, holdout_y)
-        if champ_error is not None:
+        champ_out, champ_error = _answers(champion, schema, holdout_x)
+        if champ_out is None:
+            champ = nan_metrics(schema)
             notes.append(
                 f"champion could not be measured on the holdout ({champ_error}): the candidate was"
                 " held to the absolute threshold only"
             )
-        elif error is None and cand["r2"] < champ["r2"] - cfg.champion_tolerance:
-            mine, theirs = _distinct(cand["r2"], champ["r2"])
-            reasons.append(
-                f"candidate R2 {mine} is worse than the champion's {theirs} on the same holdout of"
-                f" {rows} rows (tolerance {cfg.champion_tolerance:g})"
-            )
+        else:
+            champ = scores(schema, holdout_y, *champ_out)
+            mine = cand.get(measured, math.nan)
+            theirs = champ.get(measured, math.nan)
+            if cand_out is not None and shortfall(measured, mine, theirs) > cfg.champion_tolerance:
+                lower = "; lower is better" if spec(measured).direction == "lower" else ""
+                left, right = _distinct(mine, theirs)
+                reasons.append(
+                    f"candidate {spec(measured).title} {left} is worse than the champion's {right}"
+                    f" on the same holdout of {len(holdout_y):,} rows (tolerance"
+                    f" {cfg.champion_tolerance:g}{lower})"
+                )
 
-    tests = model_tests(candidate, probes, cfg, timer=timer, holdout_x=holdout_x)
+    tests = list(
+        model_tests(
+            candidate, probes, cfg, schema, champion=champion, timer=timer, holdout_x=holdout_x
+        )
+    )
+    if cfg.slices:
+        sliced = slice_test(
+            schema, metric, cfg, holdout_x, holdout_y, candidate=cand_out, champion=champ_out
+        )
+        tests.insert(len(tests) - 1, sliced)  # before latency, in TEST_NAMES order
     reasons.extend(f"{t.name} test failed: {t.detail}" for t in tests if not t.passed)
     return GateVerdict(
         promote=not reasons,
         candidate=cand,
         champion=champ,
-        tests=tests,
+        tests=tuple(tests),
         reasons=tuple(reasons),
+        metric=metric,
         notes=tuple(notes),
     )
 
 
-def _golden(model: Predictor, probes: ProbeSet, cfg: GateConfig) -> TestResult:
-    try:
-        pred = predict_rows(model, probes.golden_x)
-    except Exception as exc:
-        return _raised("golden", "golden rows", exc)
-    within = int(np.sum(np.abs(pred - probes.golden_y) <= cfg.golden_tolerance))  # NaN: not within
-    n = len(probes.golden_y)
-    share = within / n if n else 0.0
-    return TestResult(
-        name="golden",
-        passed=share >= cfg.golden_min_share,
-        detail=(
-            f"{within:,} of {n:,} golden rows within {cfg.golden_tolerance:.2f} of the label"
-            f" ({_pct(share)}, need {_pct(cfg.golden_min_share)})"
-        ),
-        value=share,
-    )
-
-
-def _non_finite(model: Predictor, sets: Mapping[str, np.ndarray]) -> TestResult:
-    bad: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    for label, x in sets.items():
+def slice_test(
+    schema: Schema,
+    metric: str,
+    cfg: GateConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    candidate: Answers | None,
+    champion: Answers | None,
+) -> TestResult:
+    """The ``slices`` test: per-slice champion comparison on the holdout (x, y), from both models'
+    answers on it (None: that model has none). On each category of each ``cfg.slices`` column
+    (missing and unseen cells are slices of their own) with at least ``slice_min_rows`` rows,
+    the candidate may be worse than the champion by at most ``slice_tolerance`` in ``metric``'s
+    own direction; where ``metric`` is undefined on a slice (ROC AUC on one class), accuracy is
+    compared instead (for a regression, MAE)."""
+    if candidate is None:
+        return TestResult("slices", False, "the candidate could not be measured on the holdout", 0)
+    if champion is None:
+        return TestResult("slices", True, "no champion measured to compare slices with", 0.0)
+    losses: list[str] = []
+    problems: list[str] = []
+    compared = skipped = 0
+    for column in cfg.slices:
         try:
-            pred = predict_rows(model, x)
-        except Exception as exc:
-            return _raised("non_finite", f"{label} rows", exc)
-        sizes[label] = len(x)
-        if (count := int(np.sum(~np.isfinite(pred)))) > 0:
-            bad[label] = count
-    total = sum(bad.values())
-    if total:
-        parts = ", ".join(f"{n:,} of {sizes[k]:,} {k} rows" for k, n in bad.items())
-        detail = f"{total:,} non-finite predictions: {parts}"
-    else:
-        parts = ", ".join(f"{n:,} {k}" for k, n in sizes.items())
-        detail = f"all {sum(sizes.values()):,} predictions finite ({parts} rows)"
-    return TestResult(name="non_finite", passed=total == 0, detail=detail, value=float(total))
-
-
-def _directional(model: Predictor, probes: ProbeSet, cfg: GateConfig) -> TestResult:
-    j = FEATURES.index(cfg.direction_feature)
-    raised_x = np.array(probes.direction_x, copy=True)
-    raised_x[:, j] += cfg.direction_step
-    try:
-        before = predict_rows(model, probes.direction_x)
-        after = predict_rows(model, raised_x)
-    except Exception as exc:
-        return _raised("directional", "directional probe rows", exc)
-    up = int(np.sum(after > before))  # strictly: flat is not "raises"; NaN counts as not raised
-    n = len(before)
-    share = up / n if n else 0.0
-    return TestResult(
-        name="directional",
-        passed=share >= cfg.direction_min_share,
-        detail=(
-            f"raising {cfg.direction_feature} by {cfg.direction_step:g} raised the prediction for"
-            f" {up:,} of {n:,} probe rows ({_pct(share)}, need {_pct(cfg.direction_min_share)})"
-        ),
-        value=share,
+            codes = slice_values(schema, x, column)
+        except DataError as exc:
+            problems.append(f"slice column {column!r}: {exc}")
+            continue
+        names = schema.column(column).categories
+        for code, label in _slices(codes, names):
+            rows = np.isnan(codes) if math.isnan(code) else codes == code
+            if rows.sum() < cfg.slice_min_rows:
+                skipped += 1
+                continue
+            compared += 1
+            used, mine, theirs = _slice_scores(schema, metric, y, rows, candidate, champion)
+            if shortfall(used, mine, theirs) > cfg.slice_tolerance:
+                losses.append(f"{column}={label}: {used} {mine:.3f} vs champion {theirs:.3f}")
+    tol = f"{cfg.slice_tolerance:g}"
+    if losses:
+        problems.append(
+            f"worse than the champion by more than {tol} on {len(losses)} of {compared} slices:"
+            f" {', '.join(losses)}"
+        )
+    detail = "; ".join(problems) or (
+        f"no slice worse than the champion by more than {tol} ({compared} slices of"
+        f" {', '.join(cfg.slices)} with at least {cfg.slice_min_rows} rows compared,"
+        f" {skipped} smaller skipped)"
     )
-
-
-def _latency(model: Predictor, probes: ProbeSet, cfg: GateConfig, timer: Timer) -> TestResult:
-    pool = np.vstack([probes.golden_x, probes.direction_x])
-    batch = np.resize(pool, (BATCH_ROWS, len(FEATURES)))  # repeats the pool to 1000 rows
-    try:
-        predict_rows(model, pool[:1])  # warm-up: first-call costs are not the steady state
-        singles = [
-            _timed(model, pool[i % len(pool)][None, :], timer) for i in range(SINGLE_REPEATS)
-        ]
-        batches = [_timed(model, batch, timer) for _ in range(BATCH_REPEATS)]
-    except Exception as exc:
-        return _raised("latency", "latency probe rows", exc)
-    single, whole = statistics.median(singles), statistics.median(batches)
-    passed = single <= cfg.latency_budget_ms and whole <= cfg.batch_latency_budget_ms
-    return TestResult(
-        name="latency",
-        passed=passed,
-        detail=(
-            f"median 1-row predict {single:.1f} ms (budget {cfg.latency_budget_ms:g} ms), median"
-            f" {BATCH_ROWS:,}-row batch {whole:.1f} ms (budget {cfg.batch_latency_budget_ms:g} ms)"
-            f" over {SINGLE_REPEATS} and {BATCH_REPEATS} timed runs"
-        ),
-        value=single,
-    )
+    return TestResult("slices", not problems, detail, float(len(losses)))
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def predict_rows(model: Predictor, x: np.ndarray) -> np.ndarray:
-    """Predictions as a flat float64 array, one per row; a wrong shape is an error like others."""
-    pred = np.asarray(model.predict(x), dtype="float64")
-    if pred.ndim == 2 and pred.shape[1] == 1:  # a column vector is still one per row
-        pred = pred[:, 0]
-    if pred.shape != (len(x),):
-        raise ValueError(f"predict returned shape {pred.shape} for {len(x)} rows")
-    return pred
-
-
-def _timed(model: Predictor, x: np.ndarray, timer: Timer) -> float:
-    start = timer()
-    predict_rows(model, x)
-    return (timer() - start) * 1000.0
-
-
-def _measure(model: Predictor, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], str | None]:
-    """Holdout metrics, or NaN metrics and the reason they could not be measured."""
+def _answers(model: Predictor, schema: Schema, x: np.ndarray) -> tuple[Answers | None, str]:
+    """A model's answers on the holdout, or None and the reason they could not be had."""
     try:
-        return evaluate(model, x, y), None
+        return answers(model, schema, x), ""
     except TrainingError as exc:
-        return dict.fromkeys(METRIC_NAMES, math.nan), str(exc)
+        return None, str(exc)
     except Exception as exc:
-        return dict.fromkeys(METRIC_NAMES, math.nan), f"predict raised {_describe(exc)}"
+        return None, f"predict raised {describe_error(exc)}"
 
 
-def _raised(name: str, where: str, exc: Exception) -> TestResult:
-    return TestResult(
-        name=name,
-        passed=False,
-        detail=f"predict raised {_describe(exc)} on the {where}",
-        value=math.nan,
-    )
+def _slices(codes: np.ndarray, names: tuple[str, ...]) -> list[tuple[float, str]]:
+    """Each distinct code of a slice column with its label, missing cells last."""
+    out: list[tuple[float, str]] = []
+    for code in np.unique(codes[np.isfinite(codes)]).tolist():
+        out.append((code, "(unseen)" if code < 0 else names[int(code)]))
+    if np.isnan(codes).any():
+        out.append((math.nan, "(missing)"))
+    return out
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc)
-    if len(text) > 300:  # an audit line, not a traceback
-        text = text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _slice_scores(  # noqa: PLR0917 - a private helper of slice_test
+    schema: Schema,
+    metric: str,
+    y: np.ndarray,
+    rows: np.ndarray,
+    cand: Answers,
+    champ: Answers,
+) -> tuple[str, float, float]:
+    """(the metric compared, the candidate's, the champion's) on the slice ``rows``."""
+
+    def on(answers: Answers, name: str) -> float | None:
+        pred, proba = answers
+        return score(schema, name, y[rows], pred[rows], None if proba is None else proba[rows])
+
+    mine, theirs = on(cand, metric), on(champ, metric)
+    if mine is None or theirs is None:
+        metric = "accuracy" if schema.is_classifier else "mae"
+        mine, theirs = on(cand, metric), on(champ, metric)
+    return metric, math.nan if mine is None else mine, math.nan if theirs is None else theirs
+
+
+def _bar(value: float | None) -> str:
+    if value is None:
+        return "none"
+    return f"{value:.2f}" if round(value, 2) == value else f"{value:.4g}"
 
 
 def _distinct(a: float, b: float) -> tuple[str, str]:
-    """Format two R2 values with the fewest decimals (3 to 6) that tell them apart."""
+    """Format two metric values with the fewest decimals (3 to 6) that tell them apart."""
     for places in range(3, 7):
         left, right = f"{a:.{places}f}", f"{b:.{places}f}"
         if left != right:
             return left, right
     return f"{a:.6f}", f"{b:.6f}"
-
-
-def _pct(share: float) -> str:
-    return f"{share * 100:.0f}%"
-
-
-def _draw(rng: np.random.Generator, pool: np.ndarray, n: int) -> np.ndarray:
-    """Up to ``n`` indices from ``pool`` without replacement, in ascending order."""
-    return np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
-
-
-def _edge_rows(low: np.ndarray, high: np.ndarray, middle: np.ndarray) -> np.ndarray:
-    rows = [low, high, np.full_like(middle, np.nan)]
-    for j in range(len(middle)):
-        for value in (low[j], high[j], np.nan):
-            row = middle.copy()
-            row[j] = value
-            rows.append(row)
-    return np.vstack(rows)
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    out = np.array(a, dtype="float64", copy=True)
-    out.setflags(write=False)
-    return out
-
-
-def _json_float(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
-def _json_metrics(metrics: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: _json_float(v) for k, v in metrics.items()}

@@ -12,6 +12,8 @@ drift window); it never trains in its own process.
   again, never loses it. A file that is not a table, or lacks columns, is moved to quarantine whole.
 - ``recent_labelled``: the most recent ``retrain.recent_rows`` labelled rows, added to the base
   data (the bundled set or ``training.data``) and checked again ("before every training").
+  Everything here reads the model's schema (the serving version's, or learned from the base
+  data for the first model): its feature columns, target and task, never a constant.
 - ``retrain``: train, then the gate against the champion on the same fresh holdout (rows no
   earlier model learned from: ``fresh_holdout``). If a model test failed, the recent rows whose
   labels disagree most with the champion are set aside (``gate.suspect_labels``, quarantined with
@@ -32,10 +34,9 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from selfheal_daemon.config import Config
-from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.errors import DataError, SelfhealError
 from selfheal_daemon.model import gate
-from selfheal_daemon.model.features import load_dataset
+from selfheal_daemon.model.features import learn_schema, load_base
 from selfheal_daemon.model.label_repair import suspect_labels
 from selfheal_daemon.model.quality import check_and_repair, describe
 from selfheal_daemon.model.quality_io import (
@@ -47,6 +48,7 @@ from selfheal_daemon.model.quality_io import (
 )
 from selfheal_daemon.model.quality_profile import QualityProfile
 from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.schema import Schema
 from selfheal_daemon.model.training import TrainResult, register_result, train
 
 Progress = Callable[[str], None]
@@ -71,11 +73,26 @@ class Intake:
 
 def base_frame(cfg: Config) -> pd.DataFrame:
     """The trusted base data: the bundled California set, or ``training.data``."""
-    return load_dataset(cfg.training_data)
+    return load_base(cfg)
 
 
-def learn_profile(base: pd.DataFrame) -> QualityProfile:
-    return QualityProfile.learn(base, FEATURES, TARGET)
+def current_schema(cfg: Config, base: pd.DataFrame) -> Schema:
+    """The serving version's schema, or (no model yet) the one the first model would have."""
+    registry = ModelRegistry(cfg.registry_dir)
+    version = registry.alias("current")
+    if version is not None:
+        with contextlib.suppress(SelfhealError, OSError):
+            return registry.info(version).schema
+    return learn_schema(cfg, base)
+
+
+def learn_profile(base: pd.DataFrame, schema: Schema) -> QualityProfile:
+    return QualityProfile.learn(base, schema)
+
+
+def model_columns(schema: Schema) -> list[str]:
+    """The columns a labelled row of this model has: its features, then its target."""
+    return [*schema.features, schema.target]
 
 
 def _stamp(now: datetime) -> str:
@@ -109,7 +126,7 @@ def _take_in_one(cfg: Config, profile: QualityProfile, path: Path, now: datetime
     if not path.name.lower().endswith(TABLE_SUFFIXES):
         return _reject_whole(cfg, path, now, "not a CSV (.csv, .csv.gz) or Parquet file")
     try:
-        raw = read_batch(path)
+        raw = read_batch(path, profile)
     except DataError as exc:
         return _reject_whole(cfg, path, now, str(exc))
     result = check_and_repair(raw, profile, require_target=True)
@@ -151,12 +168,25 @@ def _reject_whole(
     return Intake(path.name, details, pd.DataFrame(), None, str(target), rejected=reason)
 
 
-def recent_labelled(cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
+def read_labelled(path: Path, schema: Schema) -> pd.DataFrame:
+    """A labelled file as written by ``take_in``: category columns (and a classifier's target)
+    read as text, so "01" stays "01"; the rest as numbers."""
+    text = [c.name for c in schema.columns if not c.is_numeric]
+    if schema.is_classifier:
+        text.append(schema.target)
+    try:
+        return pd.read_csv(path, dtype=dict.fromkeys(text, object))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read labelled data {path}: {exc}") from exc
+
+
+def recent_labelled(cfg: Config, schema: Schema) -> tuple[pd.DataFrame, np.ndarray]:
     """The most recent ``retrain.recent_rows`` labelled rows taken in, oldest first, and for each
     row the name of the file it came from."""
     limit = cfg.retrain.recent_rows
     directory = cfg.labelled_dir
-    empty = pd.DataFrame(columns=[*FEATURES, TARGET], dtype="float64")
+    columns = model_columns(schema)
+    empty = pd.DataFrame(columns=columns)
     if limit == 0 or not directory.is_dir():
         return empty, np.array([], dtype=object)
     files = sorted(
@@ -168,13 +198,10 @@ def recent_labelled(cfg: Config) -> tuple[pd.DataFrame, np.ndarray]:
     sources: list[np.ndarray] = []
     total = 0
     for path in files:
-        try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read labelled data {path}: {exc}") from exc
-        if not set((*FEATURES, TARGET)).issubset(frame.columns):
+        frame = read_labelled(path, schema)
+        if not set(columns).issubset(frame.columns):
             continue
-        frames.append(frame[[*FEATURES, TARGET]].astype("float64"))
+        frames.append(frame[columns])
         sources.append(np.full(len(frame), path.name, dtype=object))
         total += len(frame)
         if total >= limit:
@@ -250,20 +277,32 @@ def _train_and_judge(
     champion: Any,
     probes: gate.ProbeSet,
     progress: Progress,
+    schema: Schema,
     window: np.ndarray | None = None,
 ) -> Candidate:
-    frame = pd.concat([base[[*FEATURES, TARGET]], recent], ignore_index=True)
+    frame = pd.concat([base[model_columns(schema)], recent], ignore_index=True)
+    schema = learn_schema(cfg, frame, previous=schema)
     result = train(
         frame,
         cfg.training,
         progress,
+        schema=schema,
+        factory=cfg.model_spec.pipeline,
         recent_from=len(base),
         min_recent_reference=cfg.drift.min_rows,
         window=window,
         holdout=fresh_holdout(len(base), sources, seen, cfg),
     )
     progress("running the gate: metrics against the champion on the same holdout, model tests")
-    verdict = gate.judge(result.model, champion, result.x_test, result.y_test, probes, cfg.gate)
+    verdict = gate.judge(
+        result.model,
+        champion,
+        result.x_test,
+        result.y_test,
+        probes,
+        cfg.gate,
+        schema,
+    )
     return Candidate(result, verdict, len(recent), sorted(set(sources)))
 
 
@@ -280,15 +319,18 @@ def retrain(
     model test, and register it when it passes. Aliases are never moved here."""
     progress("loading the base data and the recent labelled data")
     base = base_frame(cfg)
-    recent_raw, raw_sources = recent_labelled(cfg)
-    profile = learn_profile(base)
+    champion_info = registry.info(champion_version)
+    schema = champion_info.schema
+    recent_raw, raw_sources = recent_labelled(cfg, schema)
+    profile = learn_profile(base, schema)
     checked = check_and_repair(recent_raw, profile, require_target=True)
     kept_rows = np.setdiff1d(
         np.arange(len(recent_raw)), checked.quarantined["row"].to_numpy(dtype="int64")
     )
-    recent = checked.frame[[*FEATURES, TARGET]] if checked.rows_kept else recent_raw.iloc[:0]
+    columns = model_columns(schema)
+    recent = checked.frame[columns] if checked.rows_kept else recent_raw.iloc[:0]
     sources = raw_sources[kept_rows] if checked.rows_kept else raw_sources[:0]
-    seen = set(registry.info(champion_version).meta.get("recent_files") or [])
+    seen = set(champion_info.meta.get("recent_files") or [])
     details: dict[str, Any] = {
         "reason": reason,
         "champion": champion_version,
@@ -303,7 +345,7 @@ def retrain(
         f"({details['fresh_rows']:,} new since {champion_version})"
     )
     champion = registry.load(champion_version).model
-    probes = gate.ProbeSet.from_frame(base, cfg.gate)
+    probes = gate.ProbeSet.from_frame(base, schema, cfg.gate, cfg.directional_checks)
 
     def attempt(rows: pd.DataFrame, names: np.ndarray) -> Candidate:
         return _train_and_judge(
@@ -315,6 +357,7 @@ def retrain(
             champion=champion,
             probes=probes,
             progress=progress,
+            schema=schema,
             window=window,
         )
 
@@ -324,8 +367,8 @@ def retrain(
     if not first.verdict.promote and first.verdict.test_failure:
         outcome.test_failure = first.verdict.to_details()
         progress(f"model tests failed ({', '.join(first.verdict.failed_tests)}): repairing")
-        scale = registry.info(champion_version).metrics.get("mae")
-        kept, suspects = suspect_labels(recent, champion, cfg.gate, scale=scale)
+        scale = champion_info.metrics.get("mae")
+        kept, suspects = suspect_labels(recent, champion, cfg.gate, schema, scale=scale)
         repaired: dict[str, Any] = {"rows_set_aside": len(suspects), "rows_kept": len(kept)}
         if len(suspects):
             now = datetime.now(UTC)
@@ -351,6 +394,7 @@ def retrain(
             parent=champion_version,
             bins=cfg.drift.bins,
             extra={
+                "pipeline": cfg.model_spec.pipeline or "built-in",
                 "gate": outcome.verdict,
                 "recent_rows": chosen.recent_rows,
                 "recent_files": chosen.recent_files,
@@ -362,11 +406,11 @@ def retrain(
     return outcome
 
 
-def window_array(frames: list[pd.DataFrame]) -> np.ndarray:
-    """The features of ``frames`` as one (n, 8) float64 array (empty: shape (0, 8))."""
-    usable = [f[list(FEATURES)].to_numpy(dtype="float64") for f in frames if len(f)]
+def window_array(frames: list[pd.DataFrame], schema: Schema) -> np.ndarray:
+    """The features of ``frames`` encoded as one (n, features) float64 array."""
+    usable = [schema.encode(f) for f in frames if len(f)]
     if not usable:
-        return np.empty((0, len(FEATURES)))
+        return np.empty((0, len(schema.columns)))
     return np.concatenate(usable)
 
 

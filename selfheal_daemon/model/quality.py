@@ -1,41 +1,67 @@
 """Data quality: check a batch against a learned profile, repair what can be repaired, and set aside
 (quarantine) what cannot, reporting every fix in a sentence a person can check.
 
-Pure: frames in, frames and sentences out; reading and writing files is in ``quality_io``.
+Pure: frames in, frames and sentences out; reading and writing files is in ``quality_io``, how cells
+are read (numbers, categories, labels) in ``quality_categorical``. Column names come from the
+profile.
 
 What is found (the detection kind) and what is done, in this order:
 
 - ``schema``: a feature (or a required target) column missing: the whole batch is quarantined as
   it arrived and ``rejected`` names why; a column named with other case or spaces: renamed; any
   other column: dropped. Each reported.
-- ``dtype``: text that reads as a number is coerced; text that does not is missing (a feature) or
-  quarantines its row (a label).
+- ``dtype``: in a numeric column, text that reads as a number is coerced and text that does not
+  is missing (a feature) or quarantines its row (a label); in a categorical column whose categories
+  are all text a number is missing; in a boolean column anything but true/false/yes/no/1/0 is.
+  The schema's missing-value tokens ("?", "NA"...) are missing cells, not unreadable ones.
+- ``spelling``: a known category (or class label) with stray whitespace or in other case is
+  respelled as known; true/false/yes/no/1/0 in any case become a boolean's ``true``/``false``.
 - ``out_of_range``: a value the reference says cannot occur quarantines its row (feature or label).
+- ``unknown_class``: a classifier's label that is none of its classes quarantines its row.
 - ``missing_values``: a row with more than half its features missing or infinite is quarantined;
-  a missing label quarantines its row; a missing feature is filled with the reference median.
+  a missing label quarantines its row; a missing numeric feature is filled with the reference
+  median, a missing categorical one with the most frequent category.
 - ``non_finite``: an infinite label quarantines its row; an infinite feature gets the median.
-- ``duplicates``: a row equal (before repair) to an earlier good row is quarantined; the first
-  copy is kept.
-- ``outliers``: a feature beyond the outlier fence is capped to it.
+- ``duplicates``: a row equal (before repair, over every column) to an earlier good row is
+  quarantined; the first copy is kept.
+- ``outliers``: a numeric feature beyond the outlier fence is capped to it.
+- ``unseen_categories``: a category training never saw is kept as it is, counted and reported.
 
-Labels are never changed: ground truth cannot be imputed or capped, so a bad label sends its row
-to quarantine. Every input row is either kept or quarantined (with its reason); none is lost.
+Labels are never changed beyond their spelling: ground truth cannot be imputed or capped, so a bad
+label sends its row to quarantine. Every input row is either kept or quarantined (with its reason);
+none is lost.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from selfheal_daemon.model.quality_profile import ColumnProfile, QualityProfile
+from selfheal_daemon.model.quality_categorical import (
+    category_notes,
+    fill_note,
+    folded_tokens,
+    label_notes,
+    label_problems,
+    read_categories,
+    read_numbers,
+    unseen_counts,
+    unseen_note,
+)
+from selfheal_daemon.model.quality_profile import (
+    CategoryProfile,
+    ColumnProfile,
+    FeatureProfile,
+    QualityProfile,
+)
 
 __all__ = [
     "KINDS",
+    "CategoryProfile",
     "ColumnProfile",
     "Fix",
     "QualityProfile",
@@ -48,17 +74,30 @@ __all__ = [
 ]
 
 Kind = Literal[
-    "missing_values", "non_finite", "duplicates", "outliers", "out_of_range", "schema", "dtype"
+    "missing_values",
+    "non_finite",
+    "duplicates",
+    "outliers",
+    "out_of_range",
+    "schema",
+    "dtype",
+    "spelling",
+    "unknown_class",
+    "unseen_categories",
 ]
 KINDS: tuple[Kind, ...] = (
     "schema",
     "dtype",
+    "spelling",
     "missing_values",
     "non_finite",
     "out_of_range",
+    "unknown_class",
     "duplicates",
     "outliers",
+    "unseen_categories",
 )
+Action = Literal["repaired", "quarantined", "kept"]
 
 
 @dataclass(frozen=True)
@@ -66,24 +105,29 @@ class Fix:
     """One thing done to a batch: what kind of problem, where, how many rows, and the sentence.
 
     ``action`` is "repaired" when values were changed or columns dropped/renamed, "quarantined" when
-    rows were moved to quarantine (duplicates included).
+    rows were moved to quarantine (duplicates included), "kept" when rows were found unusual but
+    kept as they are (categories training never saw).
     """
 
     kind: Kind
     column: str | None
     rows: int
     text: str
-    action: Literal["repaired", "quarantined"] = "repaired"
+    action: Action = "repaired"
 
 
 @dataclass(frozen=True, eq=False)
 class QualityResult:
     """The repaired rows, the quarantined rows, and what was found and done.
 
-    ``frame`` holds the kept rows: the features (and the target when the batch has it) as float64,
-    index 0..n-1. ``quarantined`` holds the rejected rows exactly as they arrived, with ``row``
-    (their 0-based position in the input) and ``reason`` first. ``rejected`` names the reason when
-    the whole batch was refused for its schema. Always ``rows_in == rows_kept + rows_quarantined``.
+    ``frame`` holds the kept rows, index 0..n-1: the features in profile order (numeric as float64,
+    categorical and boolean as text, object dtype, in the known spelling; an unseen category as
+    its stripped text) and the target when the batch has it (float64 for a regression, the class
+    label as text for a classifier). ``quarantined`` holds the rejected rows exactly as they
+    arrived, with ``row`` (their 0-based position in the input) and ``reason`` first. ``rejected``
+    names the reason when the whole batch was refused for its schema. ``unseen`` counts, per
+    column, the kept rows of each category training never saw. Always
+    ``rows_in == rows_kept + rows_quarantined``.
     """
 
     frame: pd.DataFrame
@@ -92,6 +136,7 @@ class QualityResult:
     detections: frozenset[Kind]
     rows_in: int
     rejected: str | None = None
+    unseen: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def rows_kept(self) -> int:
@@ -100,6 +145,9 @@ class QualityResult:
     @property
     def rows_quarantined(self) -> int:
         return len(self.quarantined)
+
+
+_Entry = tuple[Kind, str | None, int, str, Action]
 
 
 @dataclass
@@ -113,10 +161,14 @@ class _Report:
         column: str | None,
         rows: int,
         text: str,
-        action: Literal["repaired", "quarantined"] = "repaired",
+        action: Action = "repaired",
     ) -> None:
         self.detections.add(kind)
         self.fixes.append(Fix(kind, column, rows, text, action))
+
+    def note(self, notes: Sequence[_Entry]) -> None:
+        for kind, column, rows, text, action in notes:
+            self.add(kind, column, rows, text, action)
 
 
 def _count(n: int, noun: str) -> str:
@@ -159,24 +211,20 @@ def check_and_repair(
 
     if not raw.columns.is_unique:
         dupes = sorted({str(c) for c in raw.columns[raw.columns.duplicated()]})
-        return _refuse(raw, f"duplicate column names {', '.join(dupes)}", names)
+        return _refuse(raw, f"duplicate column names {', '.join(dupes)}", columns)
     mapping = _match_columns(raw, (*names, label), report)
     missing = [n for n in names if n not in mapping]
     if require_target and label not in mapping:
         missing.append(label)
     if missing:
         noun = "column" if len(missing) == 1 else "columns"
-        return _refuse(raw, f"missing {noun} {', '.join(missing)}", names)
+        return _refuse(raw, f"missing {noun} {', '.join(missing)}", columns)
 
-    values = pd.DataFrame(
-        {n: _to_float(raw[mapping[n]], n, report, is_label=False)[0] for n in names}
-    )
-    unreadable_label = None
+    values, gaps = _read_features(raw, mapping, columns, profile.missing_values, report)
+    problems: list[_Problem] = []
     if label in mapping:
-        values[label], unreadable_label = _to_float(
-            raw[mapping[label]], label, report, is_label=True
-        )
-    problems = _row_problems(values, columns, label, profile.target, unreadable_label)
+        problems += _read_label(raw[mapping[label]], values, label, profile, report)
+    problems += _feature_problems(values, columns, gaps)
     bad = np.zeros(len(raw), dtype=bool)
     for mask, text, kind, column in problems:
         n = int(mask.sum())
@@ -199,40 +247,92 @@ def check_and_repair(
 
     keep = ~bad & ~dup
     kept = _repair(values[keep].reset_index(drop=True), columns, report)
+    unseen: dict[str, dict[str, int]] = {}
+    for name, col in columns.items():
+        if isinstance(col, CategoryProfile) and (counts := unseen_counts(kept[name], col)):
+            unseen[name] = counts
+            report.note([unseen_note(col, counts)])
     out = np.flatnonzero(~keep)
     quarantined = _quarantine_frame(raw, out, [row_reasons[i] for i in out.tolist()])
     return QualityResult(
-        kept, quarantined, tuple(report.fixes), frozenset(report.detections), len(raw)
+        kept,
+        quarantined,
+        tuple(report.fixes),
+        frozenset(report.detections),
+        len(raw),
+        unseen=unseen,
     )
 
 
 _Problem = tuple[np.ndarray, str, Kind, str | None]
 
 
-def _row_problems(
+def _read_features(
+    raw: pd.DataFrame,
+    mapping: dict[str, Any],
+    columns: dict[str, FeatureProfile],
+    tokens: Sequence[str],
+    report: _Report,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The features as read (numeric float64, categorical text or None) and, per row, how many
+    of its features are missing or not finite."""
+    data: dict[str, pd.Series] = {}
+    gaps = np.zeros(len(raw), dtype=np.int64)
+    absent = folded_tokens(tokens)
+    for name, col in columns.items():
+        cells = raw[mapping[name]]
+        if isinstance(col, ColumnProfile):
+            numbers, _unreadable, notes = read_numbers(cells, name, absent, is_label=False)
+            report.note(notes)
+            data[name] = numbers
+            gaps += ~np.isfinite(numbers.to_numpy(dtype="float64"))
+        else:
+            read = read_categories(cells, col, tokens)
+            report.note(category_notes(read, col))
+            data[name] = pd.Series(read.values, dtype=object, name=name)
+            gaps += read.missing
+    return pd.DataFrame(data, columns=list(columns), index=raw.index), gaps
+
+
+def _read_label(
+    cells: pd.Series,
     values: pd.DataFrame,
-    columns: dict[str, ColumnProfile],
     label: str,
-    label_profile: ColumnProfile | None,
-    unreadable_label: np.ndarray | None,
+    profile: QualityProfile,
+    report: _Report,
 ) -> list[_Problem]:
-    """Each reason a row cannot be kept, with the mask of rows it applies to (masks may overlap)."""
-    problems: list[_Problem] = []
-    if unreadable_label is not None:
-        y = values[label].to_numpy()
-        problems += [
-            (unreadable_label, f"label {label} is not a number", "dtype", label),
-            (np.isnan(y) & ~unreadable_label, f"label {label} is missing", "missing_values", label),
-            (np.isinf(y), f"label {label} is infinite", "non_finite", label),
-        ]
-        if label_profile is not None:
-            problems.append(_impossible(y, label_profile, f"label {label}"))
-    x = values[list(columns)].to_numpy()
-    for i, col in enumerate(columns.values()):
-        problems.append(_impossible(x[:, i], col, col.name))
-    sparse = (~np.isfinite(x)).sum(axis=1) * 2 > len(columns)
+    """Read the label column into ``values``; each reason a label sends its row to quarantine."""
+    target = profile.target
+    if isinstance(target, CategoryProfile):
+        read = read_categories(cells, target, profile.missing_values, labels=True)
+        report.note(label_notes(read, target))
+        values[label] = pd.Series(read.values, dtype=object, index=values.index)
+        return list(label_problems(read, target))
+    absent = folded_tokens(profile.missing_values)
+    values[label], unreadable, notes = read_numbers(cells, label, absent, is_label=True)
+    report.note(notes)
+    y = values[label].to_numpy(dtype="float64")
+    problems: list[_Problem] = [
+        (unreadable, f"label {label} is not a number", "dtype", label),
+        (np.isnan(y) & ~unreadable, f"label {label} is missing", "missing_values", label),
+        (np.isinf(y), f"label {label} is infinite", "non_finite", label),
+    ]
+    if target is not None:
+        problems.append(_impossible(y, target, f"label {label}"))
+    return problems
+
+
+def _feature_problems(
+    values: pd.DataFrame, columns: dict[str, FeatureProfile], gaps: np.ndarray
+) -> list[_Problem]:
+    """Each reason a row's features cannot be kept, with the rows it applies to."""
+    problems: list[_Problem] = [
+        _impossible(values[name].to_numpy(dtype="float64"), col, name)
+        for name, col in columns.items()
+        if isinstance(col, ColumnProfile)
+    ]
     text = "more than half of the features missing or infinite"
-    problems.append((sparse, text, "missing_values", None))
+    problems.append((gaps * 2 > len(columns), text, "missing_values", None))
     return problems
 
 
@@ -243,11 +343,16 @@ def _impossible(v: np.ndarray, col: ColumnProfile, what: str) -> _Problem:
     return outside, f"{what} outside the possible range {bounds}", "out_of_range", col.name
 
 
-def _refuse(raw: pd.DataFrame, reason: str, names: Sequence[str]) -> QualityResult:
+def _refuse(raw: pd.DataFrame, reason: str, columns: Mapping[str, FeatureProfile]) -> QualityResult:
     """The whole batch to quarantine as it arrived: its schema leaves nothing to repair."""
     n, report = len(raw), _Report()
     report.add("schema", None, n, f"Quarantined all {_count(n, 'row')}: {reason}", "quarantined")
-    empty = pd.DataFrame({name: pd.Series(dtype="float64") for name in names})
+    empty = pd.DataFrame(
+        {
+            name: pd.Series(dtype="float64" if isinstance(col, ColumnProfile) else object)
+            for name, col in columns.items()
+        }
+    )
     quarantined = _quarantine_frame(raw, np.arange(n), [reason] * n)
     return QualityResult(
         empty, quarantined, tuple(report.fixes), frozenset(report.detections), n, rejected=reason
@@ -274,52 +379,6 @@ def _match_columns(raw: pd.DataFrame, wanted: Sequence[str], report: _Report) ->
     return mapping
 
 
-def _parse(value: object) -> tuple[float, Literal["number", "text", "missing", "unreadable"]]:
-    """One cell as a float, and whether it was a number, readable text, missing or unreadable."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return math.nan, "missing"
-    if isinstance(value, bool | np.bool_):
-        return math.nan, "unreadable"
-    if isinstance(value, int | float | np.integer | np.floating):
-        return float(value), "number"
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return math.nan, "missing"
-        if "_" not in text:  # float() accepts "1_000"; a data file that writes that is not safe
-            try:
-                return float(text), "text"
-            except ValueError:
-                pass
-    return math.nan, "unreadable"
-
-
-def _to_float(
-    series: pd.Series, name: str, report: _Report, *, is_label: bool
-) -> tuple[pd.Series, np.ndarray]:
-    """The column as float64 and a mask of unreadable cells, reporting coercions from text."""
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.astype("float64"), np.zeros(len(series), dtype=bool)
-    parsed = [_parse(v) for v in series.tolist()]
-    floats = pd.Series([p[0] for p in parsed], dtype="float64", name=name)
-    unreadable = np.array([p[1] == "unreadable" for p in parsed], dtype=bool)
-    coerced = sum(1 for p in parsed if p[1] == "text")
-    if coerced:
-        unit = "a number" if coerced == 1 else "numbers"
-        text = f"Coerced {_count(coerced, 'value')} in {name} from text to {unit}"
-        report.add("dtype", name, coerced, text)
-    n = int(unreadable.sum())
-    if n and not is_label:
-        examples = ", ".join(repr(s) for s in list(dict.fromkeys(map(str, series[unreadable])))[:3])
-        unit = "a number" if n == 1 else "numbers"
-        text = (
-            f"Could not read {_count(n, 'value')} in {name} as {unit} ({examples});"
-            " treated as missing"
-        )
-        report.add("dtype", name, n, text)
-    return floats, unreadable
-
-
 def _duplicate_of(values: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
     """For each row, the position of the earlier equal candidate row it repeats, else -1."""
     result = np.full(len(values), -1, dtype=np.int64)
@@ -334,39 +393,43 @@ def _duplicate_of(values: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
     return result
 
 
-def _repair(kept: pd.DataFrame, columns: dict[str, ColumnProfile], report: _Report) -> pd.DataFrame:
-    """Fill missing and infinite features with the reference median, then cap to the fences."""
-    fills: list[tuple[Kind, str, int, str]] = []
-    caps: list[tuple[Kind, str, int, str]] = []
+def _repair(
+    kept: pd.DataFrame, columns: dict[str, FeatureProfile], report: _Report
+) -> pd.DataFrame:
+    """Fill missing and infinite numeric features with the reference median, then cap them to the
+    fences; fill missing categorical features with the most frequent category."""
+    fills: list[_Entry] = []
+    caps: list[_Entry] = []
     for name, col in columns.items():
+        if isinstance(col, CategoryProfile):
+            cells = kept[name].to_numpy(dtype=object, copy=True)
+            gap = pd.isna(cells)
+            if gap.any():
+                cells[gap] = col.mode
+                fills.append(fill_note(col, int(gap.sum())))
+            kept[name] = pd.Series(cells, dtype=object, index=kept.index)
+            continue
         v = kept[name].to_numpy(dtype="float64", copy=True)
         nan, inf = np.isnan(v), np.isinf(v)
         v[nan | inf] = col.median
         if nan.any():
             n = int(nan.sum())
-            fills.append(
-                (
-                    "missing_values",
-                    name,
-                    n,
-                    f"Filled {name} with median {fmt(col.median)} in {_count(n, 'row')}",
-                )
-            )
+            text = f"Filled {name} with median {fmt(col.median)} in {_count(n, 'row')}"
+            fills.append(("missing_values", name, n, text, "repaired"))
         if inf.any():
             n = int(inf.sum())
             text = f"Replaced {_count(n, 'infinite value')} in {name} with median {fmt(col.median)}"
-            fills.append(("non_finite", name, n, text))
+            fills.append(("non_finite", name, n, text, "repaired"))
         outlying = (v < col.cap_low) | (v > col.cap_high)
         if outlying.any():
             n = int(outlying.sum())
             bounds = f"[{fmt(col.cap_low)}, {fmt(col.cap_high)}]"
             text = f"Capped {_count(n, 'outlier')} in {name} to {bounds}"
-            caps.append(("outliers", name, n, text))
+            caps.append(("outliers", name, n, text, "repaired"))
             v = np.clip(v, col.cap_low, col.cap_high)
         kept[name] = v
-    for kind, name, n, text in sorted(fills, key=lambda f: f[0] != "missing_values") + caps:
-        report.add(kind, name, n, text)
-    return kept.astype("float64")
+    report.note([*sorted(fills, key=lambda f: f[0] != "missing_values"), *caps])
+    return kept
 
 
 def _quarantine_frame(raw: pd.DataFrame, rows: np.ndarray, reasons: list[str]) -> pd.DataFrame:
@@ -389,6 +452,7 @@ def describe(result: QualityResult) -> dict[str, Any]:
         "rows_quarantined": result.rows_quarantined,
         "fixes": [f.text for f in result.fixes],
         "detections": [k for k in KINDS if k in result.detections],
+        **({"unseen": {c: dict(n) for c, n in result.unseen.items()}} if result.unseen else {}),
     }
 
 

@@ -26,7 +26,7 @@ import reprlib
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from selfheal_daemon.errors import (
     RegistryError,
     VersionNotFoundError,
 )
+from selfheal_daemon.model.schema import Schema
 from selfheal_daemon.system.files import (
     atomic_write_json,
     atomic_write_text,
@@ -81,15 +82,22 @@ class VersionInfo:
     def created_at(self) -> str:
         return str(self.meta.get("created_at", ""))
 
+    @property
+    def schema(self) -> Schema:
+        """The version's schema (the California regression's for a version from before schemas)."""
+        return Schema.from_meta(self.meta)
+
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model that passed its checksum and was unpickled; ``model.predict(X)`` on FEATURES."""
+    """A model that passed its checksum and was unpickled; it answers through ``schema``
+    (``schema.predict(model, x)``)."""
 
     version: str
     sha256: str
     metrics: dict[str, float]
     model: Any
+    schema: Schema = field(default_factory=Schema.california)
 
 
 @dataclass(frozen=True)
@@ -295,7 +303,9 @@ class ModelRegistry:
                 f"does not match meta.json {expected}"
             )
         model = joblib.load(io.BytesIO(blob))
-        return LoadedModel(version=version, sha256=actual, metrics=info.metrics, model=model)
+        return LoadedModel(
+            version=version, sha256=actual, metrics=info.metrics, model=model, schema=info.schema
+        )
 
     def load_reference(self, version: str) -> np.ndarray:
         """The reference sample of a version, checksum-verified (npz read without pickle)."""

@@ -10,7 +10,7 @@ Inside selfheal, rows travel as one float64 matrix whose columns are the feature
 column's ``categories`` (``UNSEEN`` = -1 for a category training never saw, NaN for a missing cell).
 The capture ring, the drift window and reference, and the compiled fast path all work on that
 matrix. A model never sees it: ``model_input`` turns it back into the DataFrame the model was
-trained on (numbers as float64, categories as text, missing and unseen as None), the form a user's
+trained on (numbers as float64, categories as text, missing and unseen as NaN), the form a user's
 own pipeline takes.
 
 Targets travel the same way (``encode_target``): a regression target is its value; a classifier's
@@ -225,7 +225,7 @@ class Schema:
         for j, col in enumerate(self.columns):
             values = frame[col.name]
             if col.is_numeric:
-                numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+                numbers = np.array(pd.to_numeric(values, errors="coerce"), dtype="float64")
                 numbers[~np.isfinite(numbers)] = np.nan
                 out[:, j] = numbers
             else:
@@ -233,17 +233,18 @@ class Schema:
         return out
 
     def decode(self, x: np.ndarray) -> pd.DataFrame:
-        """The matrix as a frame of the features, categories as text (unseen and missing: None)."""
+        """The matrix as a frame of the features, categories as text in object columns (unseen
+        and missing: NaN, which scikit-learn's encoders read as missing)."""
         x = np.asarray(x, dtype="float64").reshape(-1, len(self.columns))
         data: dict[str, Any] = {}
         for j, col in enumerate(self.columns):
             if col.is_numeric:
                 data[col.name] = x[:, j]
             else:
-                lookup = np.array([*col.categories, None], dtype=object)
+                lookup = np.array([*col.categories, np.nan], dtype=object)
                 codes = x[:, j]
                 picks = np.where(np.isfinite(codes) & (codes >= 0), codes, len(col.categories))
-                data[col.name] = lookup[picks.astype("int64")]
+                data[col.name] = pd.Series(lookup[picks.astype("int64")], dtype=object)
         return pd.DataFrame(data, columns=list(self.features))
 
     model_input = decode
@@ -254,7 +255,7 @@ class Schema:
         (NaN for a missing or unknown label)."""
         if not self.is_classifier:
             series = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce")
-            out = series.to_numpy(dtype="float64")
+            out = np.array(series, dtype="float64")
             out[~np.isfinite(out)] = np.nan
             return out
         index = {c: float(i) for i, c in enumerate(self.classes)}
@@ -347,19 +348,26 @@ class Schema:
             task="regression",
             target=TARGET,
             columns=tuple(
-                Column(name, "numeric", low=bounds.get(name, (None, None))[0],
-                       high=bounds.get(name, (None, None))[1])
+                Column(
+                    name,
+                    "numeric",
+                    low=bounds.get(name, (None, None))[0],
+                    high=bounds.get(name, (None, None))[1],
+                )
                 for name in FEATURES
             ),
             classes=(),
             metric="r2",
         )
 
-    # -- compatibility -------------------------------------------------------------------------------
+    # -- compatibility ---------------------------------------------------------------------------
 
     def breaks(self, newer: Schema) -> list[str]:
         """How serving ``newer`` in place of this schema would break a client written for this
-        one: features it would refuse or read differently, classes that would disappear."""
+        one: features it would refuse or read differently, classes that would disappear.
+
+        Categories and bounds may grow (a retrain learns them), and whether a null is taken
+        follows the version: neither breaks a rollback to a version served before."""
         problems: list[str] = []
         if newer.task != self.task:
             problems.append(f"the task changes from {self.task} to {newer.task}")
@@ -375,8 +383,6 @@ class Schema:
             before, after = old[name], new[name]
             if before.is_numeric != after.is_numeric:
                 problems.append(f"feature {name!r} changes from {before.kind} to {after.kind}")
-            if before.missing and not after.missing:
-                problems.append(f"feature {name!r} no longer accepts missing values")
         gone = [c for c in self.classes if c not in newer.classes]
         if gone:
             problems.append(f"classes {', '.join(map(repr, gone))} are no longer answered")

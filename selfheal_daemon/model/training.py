@@ -1,19 +1,25 @@
-"""Training: a scikit-learn pipeline on the eight standard features, a fixed split, holdout metrics.
+"""Training: the built-in pipeline (or the user's own factory) on the schema's features, a fixed
+split, holdout metrics per task.
 
-The pipeline imputes missing values itself (median), so a model can be fed data with gaps; the
-regressor is a HistGradientBoostingRegressor. The split is a deterministic function of the seed.
+The built-in pipeline handles missing values and categories itself: an all-numeric model imputes
+the median and fits gradient-boosted trees (the bundled California model, unchanged); a model with
+categorical columns ordinal-encodes them against the schema's categories (an unseen category is
+read as missing, never an error) and fits HistGradientBoosting with native categorical splits.
+A user's factory (``model.pipeline = "package.module:function"``) gets the schema and returns an
+unfitted estimator that takes a DataFrame of the feature columns; a factory that fails to import,
+returns no estimator, or yields a model that cannot predict is refused with the reason.
 
 Besides the model, training computes what the drift monitor needs so that no check recomputes it:
 each feature's importance to the model (permutation importance on the holdout, normalised to sum
-to 1) and the reference summary (quantile bins, frequencies, sorted sample; ``model.drift``), stored
-with the version. The reference is the current window the retrain answers (the rows the drift
-monitor compared), else the training rows of the recent labelled data when there are enough of
-them: after a retrain on drifted data the next question is whether the data moved since *that*;
-otherwise all training rows.
+to 1), the reference summary (``model.drift``) and the model's own predictions on the reference.
+The reference is the current window the retrain answers (the rows the drift monitor compared),
+else the training rows of the recent labelled data when there are enough of them; otherwise all
+training rows.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,20 +27,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
 
 from selfheal_daemon.config import GateConfig, TrainingConfig
-from selfheal_daemon.defaults import FEATURES, TARGET
-from selfheal_daemon.errors import DataError
+from selfheal_daemon.errors import DataError, TrainingError
 from selfheal_daemon.model.drift import DRIFT_FILE
 from selfheal_daemon.model.features import fingerprint
 from selfheal_daemon.model.gate import check_threshold
 from selfheal_daemon.model.metrics import evaluate
 from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.schema import Schema
 
 Progress = Callable[[str], None]
 
@@ -43,7 +51,8 @@ Progress = Callable[[str], None]
 class TrainResult:
     """A fitted model with its holdout metrics and what the registry stores beside it."""
 
-    model: Pipeline
+    model: Any
+    schema: Schema
     metrics: dict[str, float]
     reference: np.ndarray
     data_fingerprint: str
@@ -54,40 +63,114 @@ class TrainResult:
     importance: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    reference_predictions: np.ndarray | None = None
 
 
-def build_pipeline(cfg: TrainingConfig) -> Pipeline:
-    """The model: median imputation, then gradient-boosted trees with early stopping off."""
-    return Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median")),
-            (
-                "regressor",
-                HistGradientBoostingRegressor(
-                    max_iter=cfg.max_iter,
-                    learning_rate=cfg.learning_rate,
-                    early_stopping=False,
-                    random_state=cfg.seed,
-                ),
-            ),
-        ]
+def build_pipeline(cfg: TrainingConfig, schema: Schema, factory: str = "") -> Any:
+    """The unfitted model for ``schema``: the user's ``factory`` if one is named, else built in.
+
+    Built in, all numeric: median imputation, then gradient-boosted trees (early stopping off).
+    With categorical columns: those ordinal-encoded against the schema's categories (unseen and
+    missing become NaN), then the trees with native categorical splits on them.
+    """
+    if factory:
+        return _from_factory(factory, schema)
+    boost: dict[str, Any] = {
+        "max_iter": cfg.max_iter,
+        "learning_rate": cfg.learning_rate,
+        "early_stopping": False,
+        "random_state": cfg.seed,
+    }
+    estimator = (
+        HistGradientBoostingClassifier if schema.is_classifier else HistGradientBoostingRegressor
     )
+    step = "classifier" if schema.is_classifier else "regressor"
+    if schema.all_numeric:
+        return Pipeline([("impute", SimpleImputer(strategy="median")), (step, estimator(**boost))])
+    categorical = [c for c in schema.columns if not c.is_numeric]
+    numeric = [c.name for c in schema.columns if c.is_numeric]
+    encode = ColumnTransformer(
+        [
+            (
+                "categories",
+                OrdinalEncoder(
+                    categories=[list(c.categories) for c in categorical],
+                    handle_unknown="use_encoded_value",
+                    unknown_value=np.nan,
+                    encoded_missing_value=np.nan,
+                    dtype=np.float64,
+                ),
+                [c.name for c in categorical],
+            ),
+            ("numbers", "passthrough", numeric),
+        ],
+        verbose_feature_names_out=False,
+    )
+    mask = [True] * len(categorical) + [False] * len(numeric)
+    return Pipeline([("encode", encode), ("model", estimator(categorical_features=mask, **boost))])
+
+
+def _from_factory(factory: str, schema: Schema) -> Any:
+    """Import ``package.module:function``, call it with the schema, check what it returns."""
+    module_name, _, func_name = factory.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise TrainingError(
+            f"model.pipeline {factory!r}: cannot import {module_name}: {exc}"
+        ) from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise TrainingError(
+            f"model.pipeline {factory!r}: {module_name} has no function {func_name}"
+        )
+    try:
+        estimator = func(schema)
+    except Exception as exc:
+        raise TrainingError(
+            f"model.pipeline {factory!r} raised {type(exc).__name__}: {exc}"
+        ) from None
+    needs = ["fit", "predict", *(["predict_proba"] if schema.is_classifier else [])]
+    lacking = [m for m in needs if not callable(getattr(estimator, m, None))]
+    if lacking:
+        raise TrainingError(
+            f"model.pipeline {factory!r} returned {type(estimator).__name__}, not an estimator "
+            f"(no {', '.join(lacking)})"
+        )
+    return estimator
+
+
+def fit(model: Any, schema: Schema, x: np.ndarray, y: np.ndarray) -> Any:
+    """Fit ``model`` on the decoded rows; a classifier learns the class labels themselves."""
+    labels: np.ndarray = y
+    if schema.is_classifier:
+        labels = np.asarray(schema.classes, dtype=object)[y.astype("int64")]
+    try:
+        model.fit(schema.model_input(x), labels)
+    except Exception as exc:
+        raise TrainingError(f"the model failed to fit: {type(exc).__name__}: {exc}") from None
+    return model
 
 
 def split(
-    frame: pd.DataFrame, cfg: TrainingConfig, holdout: np.ndarray | None = None
+    frame: pd.DataFrame,
+    cfg: TrainingConfig,
+    schema: Schema | None = None,
+    holdout: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
-    """Deterministic train/holdout split of FEATURES and TARGET as float64 arrays, then the
-    positions in ``frame`` of the training and the holdout rows. ``holdout`` (a boolean mask over
-    ``frame``'s rows) chooses the holdout instead of the seeded shuffle."""
-    labelled = frame[frame[TARGET].notna()]
-    if len(labelled) < 50:
-        raise DataError(f"too little labelled data to train on: {len(labelled)} rows (need 50)")
-    x = np.array(labelled[list(FEATURES)].to_numpy(dtype="float64"), copy=True)
-    # An infinity is nothing a model can learn from: treat it as missing; the imputer fills it.
-    x[~np.isfinite(x)] = np.nan
-    y = labelled[TARGET].to_numpy(dtype="float64")
-    positions = np.flatnonzero(frame[TARGET].notna().to_numpy())
+    """Deterministic train/holdout split of the encoded features and target as float64 arrays,
+    then the positions in ``frame`` of the training and the holdout rows. ``holdout`` (a boolean
+    mask over ``frame``'s rows) chooses the holdout instead of the seeded shuffle. ``schema``
+    None is the bundled California model's."""
+    schema = schema or Schema.california()
+    y_all = schema.encode_target(frame[schema.target].tolist())
+    known = np.isfinite(y_all)
+    if int(known.sum()) < 50:
+        raise DataError(f"too little labelled data to train on: {int(known.sum())} rows (need 50)")
+    # An infinity is nothing a model can learn from: encode makes it missing; the model fills it.
+    x = schema.encode(frame.loc[known])
+    y = y_all[known]
+    positions = np.flatnonzero(known)
     if holdout is not None:
         test = np.asarray(holdout, dtype=bool)[positions]
         if not test.any() or test.all():
@@ -99,16 +182,45 @@ def split(
     return tuple(parts)
 
 
-def feature_importance(model: Any, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+class _OnCodes:
+    """A model seen through its schema: predicts encoded rows (what permutation importance
+    shuffles), answering values or class indices."""
+
+    def __init__(self, model: Any, schema: Schema) -> None:
+        self.model, self.schema = model, schema
+
+    def fit(self, *_args: Any) -> _OnCodes:  # permutation_importance never refits
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.schema.predict(self.model, x)
+
+
+def _score(estimator: _OnCodes, x: np.ndarray, y: np.ndarray) -> float:
+    """R2 for a regression, balanced accuracy for a classifier: defined on any holdout."""
+    from sklearn.metrics import balanced_accuracy_score, r2_score
+
+    pred = estimator.predict(x)
+    if estimator.schema.is_classifier:
+        return float(balanced_accuracy_score(y, np.nan_to_num(pred, nan=-1.0)))
+    return float(r2_score(y, pred))
+
+
+def feature_importance(
+    model: Any, schema: Schema, x: np.ndarray, y: np.ndarray, seed: int
+) -> np.ndarray:
     """Permutation importance of each feature on (x, y), clipped at 0 and summing to 1."""
-    if len(x) > 5000:  # enough to rank eight features; keeps a retrain's extra cost bounded
+    if len(x) > 5000:  # enough to rank the features; keeps a retrain's extra cost bounded
         pick = np.random.default_rng(seed).choice(len(x), size=5000, replace=False)
         x, y = x[pick], y[pick]
-    found = permutation_importance(model, x, y, n_repeats=3, random_state=seed, scoring="r2")
+    found = permutation_importance(
+        _OnCodes(model, schema), x, y, n_repeats=3, random_state=seed, scoring=_score
+    )
     weights = np.clip(np.asarray(found.importances_mean, dtype="float64"), 0.0, None)
     total = float(weights.sum())
+    n = len(schema.columns)
     if not np.isfinite(total) or total <= 0:
-        return np.full(len(FEATURES), 1.0 / len(FEATURES))
+        return np.full(n, 1.0 / n)
     return np.asarray(weights / total)
 
 
@@ -117,12 +229,15 @@ def train(
     cfg: TrainingConfig,
     progress: Progress = lambda _m: None,
     *,
+    schema: Schema | None = None,
+    factory: str = "",
     recent_from: int | None = None,
     min_recent_reference: int = 500,
     window: np.ndarray | None = None,
     holdout: np.ndarray | None = None,
 ) -> TrainResult:
-    """Fit the pipeline on the training part of ``frame`` and measure it on the holdout.
+    """Fit the pipeline on the training part of ``frame`` and measure it on the holdout
+    (``schema`` None: the bundled California model's).
 
     ``holdout`` (a boolean mask over the rows) fixes the holdout, else the seeded split does.
     The drift reference is drawn from ``window`` (the monitor's current window, the data the
@@ -130,15 +245,24 @@ def train(
     ``frame`` from position ``recent_from`` on (the recent labelled data) when enough of them are
     training rows; else from all training rows.
     """
+    schema = schema or Schema.california()
     started = time.monotonic()
-    x_train, x_test, y_train, y_test, at_train, _at_test = split(frame, cfg, holdout)
-    progress(f"fitting on {len(x_train):,} rows ({cfg.max_iter} boosting iterations)")
-    model = build_pipeline(cfg)
-    model.fit(x_train, y_train)
+    x_train, x_test, y_train, y_test, at_train, _at_test = split(frame, cfg, schema, holdout)
+    model = build_pipeline(cfg, schema, factory)
+    how = f"{cfg.max_iter} boosting iterations" if not factory else f"the pipeline of {factory}"
+    progress(f"fitting {schema.task} model {schema.name} on {len(x_train):,} rows ({how})")
+    fit(model, schema, x_train, y_train)
     progress(f"evaluating on {len(x_test):,} holdout rows")
-    metrics = evaluate(model, x_test, y_test)
+    try:
+        metrics = evaluate(model, schema, x_test, y_test)
+    except TrainingError:
+        raise
+    except Exception as exc:
+        raise TrainingError(
+            f"the fitted model cannot predict: {type(exc).__name__}: {exc}"
+        ) from None
     progress("measuring each feature's importance (permutation, on the holdout)")
-    importance = feature_importance(model, x_test, y_test, cfg.seed)
+    importance = feature_importance(model, schema, x_test, y_test, cfg.seed)
     pool = x_train
     if recent_from is not None:
         recent = x_train[at_train >= recent_from]
@@ -151,6 +275,7 @@ def train(
     reference = pool[np.sort(rng.choice(len(pool), size=take, replace=False))]
     return TrainResult(
         model=model,
+        schema=schema,
         metrics=metrics,
         reference=reference,
         data_fingerprint=fingerprint(frame),
@@ -161,6 +286,7 @@ def train(
         importance=importance,
         x_test=x_test,
         y_test=y_test,
+        reference_predictions=schema.predict(model, reference),
     )
 
 
@@ -170,16 +296,23 @@ def train_and_register(
     cfg: TrainingConfig,
     gate: GateConfig,
     *,
+    schema: Schema | None = None,
+    factory: str = "",
     origin: str,
     parent: str | None,
     progress: Progress = lambda _m: None,
     bins: int = 10,
 ) -> tuple[str, TrainResult]:
-    """Train, check the gate, and register the model as a new version (aliases untouched)."""
-    result = train(frame, cfg, progress)
-    check_threshold(result.metrics, gate)
+    """Train, check the gate, and register the model as a new version (aliases untouched).
+    ``schema`` None is the bundled California model's."""
+    result = train(frame, cfg, progress, schema=schema, factory=factory)
+    check_threshold(result.metrics, gate, result.schema)
     progress("registering the model")
-    return register_result(registry, result, cfg, origin=origin, parent=parent, bins=bins), result
+    extra = {"pipeline": factory or "built-in"}
+    version = register_result(
+        registry, result, cfg, origin=origin, parent=parent, bins=bins, extra=extra
+    )
+    return version, result
 
 
 def register_result(
@@ -195,8 +328,13 @@ def register_result(
     """Register a trained model with its drift summary; returns the new version's name."""
     from selfheal_daemon.model.drift import ReferenceSummary
 
+    schema = result.schema
     summary = ReferenceSummary.build(
-        result.reference, FEATURES, bins=bins, importance=result.importance
+        result.reference,
+        schema,
+        bins=bins,
+        importance=result.importance,
+        predictions=result.reference_predictions,
     )
     return registry.register(
         result.model,
@@ -207,8 +345,9 @@ def register_result(
         parent=parent,
         origin=origin,
         extra={
-            "features": list(FEATURES),
-            "target": TARGET,
+            "features": list(schema.features),
+            "target": schema.target,
+            "schema": schema.to_dict(),
             "train_rows": result.train_rows,
             "holdout_rows": result.holdout_rows,
             "train_seconds": round(result.seconds, 3),
@@ -218,7 +357,8 @@ def register_result(
                 "seed": cfg.seed,
             },
             "importance": {
-                f: round(float(w), 4) for f, w in zip(FEATURES, result.importance, strict=True)
+                f: round(float(w), 4)
+                for f, w in zip(schema.features, result.importance, strict=True)
             },
             **(extra or {}),
         },

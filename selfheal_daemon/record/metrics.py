@@ -2,17 +2,34 @@
 
 One registry per daemon (no import-time globals), updated from the loop thread as records are
 written and events handled; ``render`` may be called from any thread.
+
+The model is named by ``selfheal_model_info{name, task, metric, version}`` (value 1) and judged by
+``selfheal_live_metric{metric}``: the model's own metric over the last feedback window, from each
+performance check written to the trail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 RESOLUTION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 BOOKKEEPING = frozenset({"availability", "lifecycle"})
+LIVE_CHECKS = frozenset(
+    {
+        ("performance", "ok"),
+        ("performance", "drop_while_busy"),
+        ("performance_drop", "metric_below_threshold"),
+    }
+)
+"""``(issue, detection)`` of the records a judged performance check writes, with its value."""
+_MAX_DESCRIBED = 16
+
+Describe = Callable[[str], tuple[str, str, str] | None]
+"""A version's ``(name, task, metric)``, None when unknown."""
 
 
 class DaemonMetrics:
@@ -42,8 +59,14 @@ class DaemonMetrics:
         )
         self.model = Gauge(
             "selfheal_model_info",
-            "The model version being served (value 1)",
-            ["version"],
+            "The model being served: its name, task, metric and version (value 1)",
+            ["name", "task", "metric", "version"],
+            registry=r,
+        )
+        self.live_metric = Gauge(
+            "selfheal_live_metric",
+            "The model's own metric over the last window of labelled predictions",
+            ["metric"],
             registry=r,
         )
         self.workers_ready = Gauge("selfheal_workers_ready", "Workers ready", registry=r)
@@ -65,12 +88,19 @@ class DaemonMetrics:
             ["feature"],
             registry=r,
         )
-        self._version = ""
+        self._lock = threading.Lock()
+        self._serving = ""
+        self._model_labels: tuple[str, str, str, str] | None = None
+        self._described: dict[str, tuple[str, str, str]] = {}
+        self._live_name = ""
 
     def on_record(self, record: Mapping[str, Any]) -> None:
         issue = str(record.get("issue", ""))
         if issue in BOOKKEEPING:
             return
+        details = record.get("details")
+        if (issue, record.get("detection")) in LIVE_CHECKS and isinstance(details, Mapping):
+            self._on_performance(details)
         outcome = record.get("outcome")
         if outcome is None:
             self.detections.labels(issue).inc()
@@ -100,11 +130,59 @@ class DaemonMetrics:
         self.workers_total.set(slots)
         self.paused.set(1 if paused else 0)
         self.crash_loop.set(1 if crash_loop else 0)
-        if serving != self._version:
-            if self._version:
-                self.model.remove(self._version)
-            self._version = serving
-            self.model.labels(serving).set(1)
+        with self._lock:
+            self._serving = serving
+            self._show_model()
 
-    def render(self) -> bytes:
+    def on_model(self, version: str, *, name: str, task: str, metric: str) -> None:
+        """What model ``version`` is (its schema's name, task and metric), for the info labels."""
+        with self._lock:
+            if len(self._described) >= _MAX_DESCRIBED:
+                self._described.clear()
+            self._described[version] = (name, task, metric)
+            self._show_model()
+
+    def on_performance(self, metric: str, value: float | None) -> None:
+        """The live metric of the last judged performance check."""
+        if value is None:
+            return
+        with self._lock:
+            if metric != self._live_name and self._live_name:
+                self.live_metric.remove(self._live_name)
+            self._live_name = metric
+            self.live_metric.labels(metric).set(float(value))
+
+    def _on_performance(self, details: Mapping[str, Any]) -> None:
+        """A performance check's details: ``metric`` names the key its value is under (an older
+        record has only ``r2``)."""
+        metric = details.get("metric")
+        if not isinstance(metric, str) or not metric:
+            metric = "r2"
+        value = details.get(metric)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            self.on_performance(metric, float(value))
+
+    def _show_model(self) -> None:
+        """Label ``selfheal_model_info`` with the serving version (under ``_lock``)."""
+        if not self._serving:
+            return
+        name, task, metric = self._described.get(self._serving, ("", "", ""))
+        labels = (name, task, metric, self._serving)
+        if labels == self._model_labels:
+            return
+        if self._model_labels is not None:
+            self.model.remove(*self._model_labels)
+        self._model_labels = labels
+        self.model.labels(*labels).set(1)
+
+    def render(self, describe: Describe | None = None) -> bytes:
+        """The metrics in the Prometheus text format; ``describe`` tells the serving version's
+        name, task and metric when they are not known yet (``on_model``)."""
+        with self._lock:
+            serving, known = self._serving, self._serving in self._described
+        if describe is not None and serving and not known:
+            labels = describe(serving)
+            if labels is not None:
+                name, task, metric = labels
+                self.on_model(serving, name=name, task=task, metric=metric)
         return generate_latest(self.registry)

@@ -75,7 +75,10 @@ def test_mutating_calls_need_the_token_and_files_are_private(daemon: Any) -> Non
         assert client.get("/status").json()["daemon"]["paused"] is True
         metrics = client.get("/metrics").text
     assert "selfheal_healing_paused 1.0" in metrics
-    assert 'selfheal_model_info{version="v1"} 1.0' in metrics
+    (info,) = [line for line in metrics.splitlines() if line.startswith("selfheal_model_info{")]
+    assert info.endswith(" 1.0")
+    for label in ('metric="r2"', 'task="regression"', 'version="v1"'):
+        assert label in info
     assert daemon.stop() == 0
 
 
@@ -185,6 +188,8 @@ def test_dashboard_shows_the_real_daemon_and_updates_without_reload(daemon: Any)
         pids = [str(w["pid"]) for w in daemon.workers()]
         wait_until(lambda: all(p in shown("#workers") for p in pids), 20, what="worker pids")
         assert "v1" in shown("#model")
+        assert shown("#model-id").endswith(" · regression")
+        assert shown("[data-testid=chart-metric-title]") == "Model R² over time"
         assert cli(daemon, "drill", "crash", "--timeout", "60").returncode == 0
         wait_until(lambda: "service_crash" in shown("#timeline"), 20, what="the drill incident")
         points = driver.execute_script(

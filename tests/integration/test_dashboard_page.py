@@ -99,7 +99,17 @@ def sample_status() -> dict[str, Any]:
                 "retry_in_s": None,
             },
         ],
-        "model": {"serving": "v7", "current": v7, "last_good": v6},
+        "model": {
+            "serving": "v7",
+            "name": "housing",
+            "task": "regression",
+            "target": "value",
+            "metric": "r2",
+            "classes": [],
+            "metrics_shown": ["r2", "mae", "rmse"],
+            "current": v7,
+            "last_good": v6,
+        },
         "drift": {
             "last_check": {
                 "ts": "2026-11-27T10:00:00Z",
@@ -200,17 +210,37 @@ def sample_history() -> dict[str, Any]:
     }
 
 
+def metric_point(i: int, metric: str = "r2", value: float | None = None) -> dict[str, Any]:
+    """A ``/series`` point of version ``v{5 + i}`` as the daemon writes it (``r2`` kept for r2)."""
+    v = 0.83 + 0.01 * i if value is None else value
+    point = {"ts": f"2026-11-{20 + i:02d}T09:00:00Z", "version": f"v{5 + i}", "metric": metric}
+    return {**point, "value": v, **({"r2": v} if metric == "r2" else {})}
+
+
 def sample_series(drift_points: int = 5, metric_points: int = 3) -> dict[str, Any]:
     return {
         "drift_score": [
             {"ts": f"2026-11-27T{8 + i // 6:02d}:{(i % 6) * 10:02d}:00Z", "score": 0.05 + 0.04 * i}
             for i in range(drift_points)
         ],
-        "model_metric": [
-            {"ts": f"2026-11-{20 + i:02d}T09:00:00Z", "version": f"v{5 + i}", "r2": 0.83 + 0.01 * i}
-            for i in range(metric_points)
-        ],
+        "model_metric": [metric_point(i) for i in range(metric_points)],
     }
+
+
+def classifier_status() -> dict[str, Any]:
+    """The sample status with a binary classifier judged by ROC AUC in place of the regression."""
+    status = sample_status()
+    status["model"].update(
+        name="churn",
+        task="binary",
+        target="left",
+        metric="roc_auc",
+        classes=["no", "yes"],
+        metrics_shown=["roc_auc", "accuracy", "log_loss"],
+    )
+    status["model"]["current"]["metrics"] = {"roc_auc": 0.912, "accuracy": 0.861, "log_loss": 0.305}
+    status["model"]["last_good"]["metrics"] = {"roc_auc": 0.9, "accuracy": 0.85, "log_loss": 0.33}
+    return status
 
 
 # ---- the stand-in control endpoint -----------------------------------------------------------
@@ -390,6 +420,10 @@ def test_page_shows_workers_model_drift_quality_and_timeline(
     assert "0.441" in current
     assert "v6" in text(browser, "#model [data-testid=model-last-good]")
     assert "0.840" in text(browser, "#model [data-testid=model-last-good]")
+    assert text(browser, "#model-id") == "housing · regression"
+    headers = texts(browser, "#model [data-testid=model-table] th")
+    assert headers == ["Alias", "Version", "R²", "MAE", "RMSE", "Created (UTC)"]
+    assert text(browser, "[data-testid=chart-metric-title]") == "Model R² over time"
 
     assert text(browser, "#drift [data-testid=drift-verdict]") == "dataset drift: yes"
     assert text(browser, "#drift [data-testid=drift-share]") == "1 of 3 features drifted (33%)"
@@ -571,6 +605,8 @@ def test_api_strings_are_shown_as_text_not_markup(
     status = sample_status()
     status["workers"][0]["state"] = XSS
     status["model"]["current"]["version"] = XSS
+    status["model"].update(name=XSS, task=XSS, target=XSS, metric=XSS, classes=[XSS])
+    status["model"]["metrics_shown"] = [XSS]
     status["drift"]["last_check"]["features"][XSS] = {"psi": 0.5, "ks": 0.4, "drifted": True}
     status["quality"]["last_check"]["fixes"] = [XSS]
     status["open_incidents"][0]["issue"] = XSS
@@ -587,6 +623,8 @@ def test_api_strings_are_shown_as_text_not_markup(
     assert text(browser, "#timeline [data-testid=timeline-detection]") == XSS
     assert texts(browser, "#workers [data-testid=worker-state]")[0] == XSS
     assert XSS in text(browser, "#model")
+    assert XSS in text(browser, "#model-id")
+    assert XSS in text(browser, "[data-testid=chart-metric-title]")
     assert XSS in text(browser, "#drift")
     assert texts(browser, "#quality [data-testid=quality-fixes] li") == [XSS]
     assert XSS in text(browser, "#incidents")
@@ -594,6 +632,78 @@ def test_api_strings_are_shown_as_text_not_markup(
     assert count(browser, "script") == 1  # the page's own
     assert js(browser, "return window.__xss === undefined;")
     assert not any(path.startswith("/x") for path in api.requests())
+
+
+def test_a_classifier_is_named_with_its_task_and_judged_by_its_own_metric(
+    browser: webdriver.Chrome, api: FakeControl
+) -> None:
+    """For a binary classifier the header and model card name it and its task, the alias table
+    shows ROC AUC, accuracy and log loss, and the chart draws only the ROC AUC points."""
+    series = sample_series()
+    series["model_metric"] = [metric_point(0), metric_point(1)] + [
+        metric_point(i, "roc_auc", 0.88 + 0.01 * i) for i in range(2, 5)
+    ]
+    history = sample_history()
+    history["records"].insert(
+        0,
+        record(
+            "2026-11-27T10:01:00Z",
+            "inc-perf-1",
+            "performance_drop",
+            "metric_below_threshold",
+            "retrain",
+            details={
+                "accuracy": 0.7,
+                "metric": "roc_auc",
+                "roc_auc": 0.612,
+                "threshold": 0.7,
+                "rows": 300,
+            },
+        ),
+    )
+    api.serve(classifier_status(), history, series)
+    open_page(browser, api)
+
+    assert text(browser, "#model-id") == "churn · binary classification"
+    assert text(browser, "#timeline [data-testid=timeline-row] td.details") == (
+        "ROC AUC 0.612 (bar 0.70) over 300 labelled predictions"
+    )
+    assert text(browser, "#model-task") == "binary classification"
+    about = text(browser, "#model [data-testid=model-schema]")
+    assert about == "churn · binary classification of left · judged by ROC AUC · classes no, yes"
+    headers = texts(browser, "#model [data-testid=model-table] th")
+    assert headers == ["Alias", "Version", "ROC AUC", "accuracy", "log loss", "Created (UTC)"]
+    cells = texts(browser, "#model [data-testid=model-current] td.num")
+    assert cells == ["0.912", "0.861", "0.305"]
+    assert text(browser, "[data-testid=chart-metric-title]") == "Model ROC AUC over time"
+    assert path_vertices(browser, "chart-metric") == 3
+    assert "0.920 (v9)" in text(browser, "#chart-metric [data-testid=chart-metric-caption]")
+    assert js(browser, "return document.title;") == "selfheal · churn · 2/2 ready"
+    assert console_errors(browser) == []
+
+
+def test_points_from_before_metrics_were_named_are_drawn_as_r2(
+    browser: webdriver.Chrome, api: FakeControl
+) -> None:
+    """A status and series from a daemon that knew only R2 (no model name, points with only
+    ``r2``) still fill the table's R², MAE and RMSE and draw the R² chart."""
+    status = sample_status()
+    for key in ("name", "task", "target", "metric", "classes", "metrics_shown"):
+        del status["model"][key]
+    series = sample_series()
+    series["model_metric"] = [
+        {"ts": p["ts"], "version": p["version"], "r2": p["r2"]} for p in series["model_metric"]
+    ]
+    api.serve(status, sample_history(), series)
+    open_page(browser, api)
+
+    assert text(browser, "#model-id") == ""
+    headers = texts(browser, "#model [data-testid=model-table] th")
+    assert headers == ["Alias", "Version", "R²", "MAE", "RMSE", "Created (UTC)"]
+    assert "0.853" in text(browser, "#model [data-testid=model-current]")
+    assert text(browser, "[data-testid=chart-metric-title]") == "Model R² over time"
+    assert path_vertices(browser, "chart-metric") == 3
+    assert console_errors(browser) == []
 
 
 def test_page_runs_under_a_strict_content_security_policy(browser: webdriver.Chrome) -> None:

@@ -113,8 +113,8 @@ def test_feedback_on_another_worker_joins_its_request_and_scores_the_serving_ver
     (perf,) = of(result.events, PerformanceChecked)
     assert perf.judged
     assert perf.rows == 30
-    assert perf.r2 is not None
-    assert perf.r2 > 0.9
+    assert perf.value is not None
+    assert perf.value > 0.9
     assert result.collected["joined"] == 1
     assert result.collected["feedback"] == 2
     labelled = list(monitor.cfg.labelled_dir.glob("*-feedback.csv"))
@@ -161,8 +161,8 @@ def test_feedback_with_features_needs_no_join(
     )
     (perf,) = of(monitor.run_once().events, PerformanceChecked)
     assert perf.rows == 25
-    assert perf.r2 is not None
-    assert abs(perf.r2) < 0.05
+    assert perf.value is not None
+    assert abs(perf.value) < 0.05
 
 
 def test_drift_is_judged_only_with_enough_rows_and_on_a_bounded_window(

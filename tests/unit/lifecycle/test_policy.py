@@ -243,7 +243,7 @@ def deployed(m: Model) -> None:
 
 
 def perf(version: str, r2: float, rows: int = 300) -> PerformanceChecked:
-    return PerformanceChecked(version=version, rows=rows, r2=r2, judged=True)
+    return PerformanceChecked(version=version, rows=rows, value=r2, judged=True, threshold=0.5)
 
 
 def test_performance_drop_after_a_recent_deployment_rolls_back() -> None:
@@ -280,7 +280,7 @@ def test_never_flap_a_second_drop_within_hold_is_escalated_once() -> None:
 def test_performance_of_another_version_or_too_few_rows_is_only_noted() -> None:
     m = Model()
     assert [type(a) for a in m.feed(perf("v9", 0.0))] == [Note]
-    small = PerformanceChecked(version="v1", rows=5, r2=None, judged=False)
+    small = PerformanceChecked(version="v1", rows=5, value=None, judged=False)
     assert [type(a) for a in m.feed(small)] == [Note]
 
 
@@ -583,3 +583,16 @@ def test_a_manual_retrain_runs_instead_of_an_awaited_retry() -> None:
     assert only(actions, StartRetrain).issue == "manual_action"
     assert (m.state.retry_issue, m.state.drift_open, m.state.job_attempt) == ("", False, 1)
     assert m.feed(ModelTick(), 600) == []
+
+
+def test_a_lower_is_better_metric_drops_when_it_rises_above_its_ceiling() -> None:
+    """A live log loss above its ceiling is a drop, below it not: the metric's own direction."""
+    high = PerformanceChecked(
+        "v1", 300, 0.9, True, metric="log_loss", threshold=0.5, higher_is_better=False
+    )
+    low = PerformanceChecked(
+        "v1", 300, 0.3, True, metric="log_loss", threshold=0.5, higher_is_better=False
+    )
+    assert high.below
+    assert not low.below
+    assert high.describe() == "live log_loss 0.900 above 0.50"

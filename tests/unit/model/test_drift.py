@@ -17,8 +17,19 @@ from scipy.stats import ks_2samp
 from selfheal_daemon.config import DriftConfig
 from selfheal_daemon.errors import DataError
 from selfheal_daemon.model.drift import EPSILON, ReferenceSummary, check
+from selfheal_daemon.model.schema import Column, Schema
 
 NAMES = ("a", "b", "c", "d")
+
+
+def numeric_schema(*names: str) -> Schema:
+    """A regression on numeric features ``names``: the California model's shape, other columns."""
+    california = Schema.california()
+    columns = tuple(Column(name, "numeric") for name in names)
+    return Schema(california.name, california.task, california.target, columns)
+
+
+ABCD, X, XY = numeric_schema(*NAMES), numeric_schema("x"), numeric_schema("x", "y")
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,7 @@ class Params:
     bins: int = 10
     psi_threshold: float = 0.2
     ks_threshold: float = 0.1
+    js_threshold: float = 0.1
     min_rows: int = 500
     share: float = 0.5
     weighted: bool = True
@@ -43,7 +55,7 @@ def normal(rows: int, seed: int, features: int = len(NAMES)) -> np.ndarray:
 @pytest.fixture(scope="module")
 def summary() -> ReferenceSummary:
     """5,000 reference rows of four independent standard normal features, equal importance."""
-    return ReferenceSummary.build(normal(5000, seed=1), NAMES)
+    return ReferenceSummary.build(normal(5000, seed=1), ABCD)
 
 
 def finite(values: np.ndarray) -> np.ndarray:
@@ -136,7 +148,7 @@ def test_importance_weighting_decides_the_verdict(
     moved: str, weighted: bool, dataset_drift: bool
 ) -> None:
     """One drifted feature of four tips the verdict only if it matters to the model."""
-    summary = ReferenceSummary.build(normal(5000, seed=7), NAMES, importance=[7, 1, 1, 1])
+    summary = ReferenceSummary.build(normal(5000, seed=7), ABCD, importance=[7, 1, 1, 1])
     assert np.allclose(summary.importance, [0.7, 0.1, 0.1, 0.1])
     current = normal(5000, seed=8)
     current[:, NAMES.index(moved)] += 1.0
@@ -150,7 +162,7 @@ def test_importance_weighting_decides_the_verdict(
 
 def test_the_reason_names_the_drifted_features_most_important_first() -> None:
     """The sentence lists what drifted by importance to the model, then the weighted share."""
-    summary = ReferenceSummary.build(normal(5000, seed=24), NAMES, importance=[1, 2, 3, 4])
+    summary = ReferenceSummary.build(normal(5000, seed=24), ABCD, importance=[1, 2, 3, 4])
     current = normal(5000, seed=25)
     current[:, [0, 3]] += 1.0
     result = check(summary, current, DEFAULTS)
@@ -173,7 +185,7 @@ def test_the_config_model_satisfies_the_params(summary: ReferenceSummary) -> Non
 
 def test_psi_matches_a_hand_computation() -> None:
     """Two bins split at the median 5: shares 0.8/0.2 against 0.5/0.5, and an empty bin."""
-    summary = ReferenceSummary.build(np.arange(1.0, 11.0)[:, None], ("x",), bins=2)
+    summary = ReferenceSummary.build(np.arange(1.0, 11.0)[:, None], X, bins=2)
     assert summary.edges.tolist() == [[5.0]]
     assert summary.freqs.tolist() == [[0.5, 0.5]]
     params = replace(DEFAULTS, min_rows=1)
@@ -189,7 +201,7 @@ def test_psi_matches_a_hand_computation() -> None:
 def test_tied_quantiles_merge_into_fewer_bins_none_empty() -> None:
     """An integer feature (ties at the quantiles) gets fewer bins, each holding reference rows."""
     reference = np.random.default_rng(10).integers(0, 4, size=(1000, 1)).astype(float)
-    summary = ReferenceSummary.build(reference, ("x",), bins=10)
+    summary = ReferenceSummary.build(reference, X, bins=10)
     edges = summary.edges[0][np.isfinite(summary.edges[0])]
     assert edges.tolist() == [0.0, 1.0, 2.0]
     active = summary.freqs[0][: edges.size + 1]
@@ -218,7 +230,7 @@ def test_ks_equals_scipy_with_ties_and_non_finite_values(
     ref, cur = np.array(reference), np.array(current)
     if finite(ref).size == 0 or finite(cur).size == 0:
         return
-    summary = ReferenceSummary.build(ref[:, None], ("x",), bins=4)
+    summary = ReferenceSummary.build(ref[:, None], X, bins=4)
     feature = check(summary, cur[:, None], replace(DEFAULTS, min_rows=1)).features[0]
     assert feature.ks == pytest.approx(scipy_ks(finite(ref), finite(cur)), abs=1e-12)
 
@@ -232,7 +244,7 @@ def test_ks_equals_scipy_on_rounded_random_data_with_nan() -> None:
     )
     reference[rng.random(reference.shape) < 0.05] = np.nan
     current[rng.random(current.shape) < 0.05] = np.nan
-    summary = ReferenceSummary.build(reference, ("x", "y"))
+    summary = ReferenceSummary.build(reference, XY)
     result = check(summary, current, DEFAULTS)
     for j, feature in enumerate(result.features):
         expected = ks_2samp(
@@ -269,7 +281,14 @@ def test_a_column_of_nan_is_not_drifted_and_says_so(summary: ReferenceSummary) -
     assert result.drifted_features() == ("a",)
     assert result.share == 0.25
     assert result.reason.endswith("; not judged: d (no finite values)")
-    assert result.to_details()["features"]["d"] == {"psi": None, "ks": None, "drifted": False}
+    assert result.to_details()["features"]["d"] == {
+        "psi": None,
+        "ks": None,
+        "drifted": False,
+        "kind": "numeric",
+        "js": None,
+        "unseen_share": None,
+    }
 
 
 def test_a_feature_with_too_few_finite_values_is_not_judged(summary: ReferenceSummary) -> None:
@@ -285,7 +304,7 @@ def test_a_reference_column_of_nan_is_never_judged() -> None:
     """A feature with no finite reference value builds, and is reported as such by every check."""
     reference = normal(1000, seed=15, features=2)
     reference[:, 1] = np.nan
-    summary = ReferenceSummary.build(reference, ("x", "y"))
+    summary = ReferenceSummary.build(reference, XY)
     feature = check(summary, normal(1000, seed=16, features=2), DEFAULTS).features[1]
     assert (feature.drifted, feature.note) == (False, "no finite reference values")
 
@@ -328,8 +347,11 @@ def test_details_are_json_with_four_decimals(summary: ReferenceSummary) -> None:
         "dataset_drift",
         "reason",
         "features",
+        "prediction",
     }
+    assert details["prediction"] is None  # the summary holds no predictions
     for scores in details["features"].values():
+        assert {"psi", "ks", "drifted"} <= set(scores)
         for key in ("psi", "ks"):
             assert scores[key] is None or scores[key] == round(scores[key], 4)
 
@@ -340,20 +362,20 @@ def test_details_are_json_with_four_decimals(summary: ReferenceSummary) -> None:
 def test_build_refuses_bad_input() -> None:
     """Wrong width, too few bins and meaningless importance are programming errors."""
     with pytest.raises(ValueError, match="shape"):
-        ReferenceSummary.build(normal(10, seed=21, features=3), NAMES)
+        ReferenceSummary.build(normal(10, seed=21, features=3), ABCD)
     with pytest.raises(ValueError, match="bins"):
-        ReferenceSummary.build(normal(10, seed=21), NAMES, bins=1)
+        ReferenceSummary.build(normal(10, seed=21), ABCD, bins=1)
     with pytest.raises(ValueError, match="importance"):
-        ReferenceSummary.build(normal(10, seed=21), NAMES, importance=[0, 0, 0, 0])
+        ReferenceSummary.build(normal(10, seed=21), ABCD, importance=[0, 0, 0, 0])
     with pytest.raises(ValueError, match="importance"):
-        ReferenceSummary.build(normal(10, seed=21), NAMES, importance=[1, -1, 1, 1])
+        ReferenceSummary.build(normal(10, seed=21), ABCD, importance=[1, -1, 1, 1])
 
 
 def test_save_and_load_round_trip(summary: ReferenceSummary, tmp_path: Path) -> None:
     """A loaded summary equals the saved one and judges a window identically; no temp file stays."""
     reference = normal(800, seed=22)
     reference[::7, 2] = np.nan
-    original = ReferenceSummary.build(reference, NAMES, bins=7, importance=[4, 3, 2, 1])
+    original = ReferenceSummary.build(reference, ABCD, bins=7, importance=[4, 3, 2, 1])
     path = tmp_path / "v1" / "drift.npz"
     original.save(path)
     loaded = ReferenceSummary.load(path)

@@ -30,6 +30,7 @@ from selfheal_daemon.model.quality_io import (
     read_batch,
 )
 from selfheal_daemon.model.quality_profile import ColumnProfile, QualityProfile
+from selfheal_daemon.model.schema import Schema
 
 NAMES = ("a", "b", "c", "d")
 NOW = datetime(2026, 11, 27, 10, 0, 0, 123000, tzinfo=UTC)
@@ -75,7 +76,8 @@ def check(frame: pd.DataFrame, *, require_target: bool = True) -> QualityResult:
 
 @pytest.fixture(scope="module")
 def bundled_profile(housing: pd.DataFrame) -> QualityProfile:
-    return QualityProfile.learn(housing, FEATURES, TARGET)
+    """The profile of the bundled California data under its schema."""
+    return QualityProfile.learn(housing, Schema.california())
 
 
 # --- each detection and repair on small frames ---------------------------------------------------
@@ -353,7 +355,7 @@ def test_bounds_learned_from_the_bundled_data(bundled_profile: QualityProfile) -
 
 def test_a_profile_without_labels_still_refuses_missing_labels(housing: pd.DataFrame) -> None:
     """Learned from features only (a model's reference), labels are checked for presence only."""
-    profile = QualityProfile.learn(housing[list(FEATURES)].head(500), FEATURES, TARGET)
+    profile = QualityProfile.learn(housing[list(FEATURES)].head(500), Schema.california())
     assert profile.target is None
     frame = housing.dropna().head(3).reset_index(drop=True)
     frame.loc[0, TARGET] = np.nan
@@ -366,9 +368,9 @@ def test_a_reference_column_without_values_cannot_be_learned(housing: pd.DataFra
     """A profile needs at least one finite value per feature, else it is a DataError."""
     frame = housing.head(5).assign(MedInc=np.nan)
     with pytest.raises(DataError, match="no finite values in column MedInc"):
-        QualityProfile.learn(frame, FEATURES, TARGET)
+        QualityProfile.learn(frame, Schema.california())
     with pytest.raises(DataError, match="lacks columns: HouseAge"):
-        QualityProfile.learn(frame.drop(columns=["HouseAge"]), FEATURES, TARGET)
+        QualityProfile.learn(frame.drop(columns=["HouseAge"]), Schema.california())
 
 
 # --- the bundled data ----------------------------------------------------------------------------

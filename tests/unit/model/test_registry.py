@@ -96,7 +96,7 @@ def test_load_returns_a_working_model(
     registry, version = registered
     loaded = registry.load(version)
     assert loaded.sha256 == registry.info(version).meta["sha256"]
-    assert np.all(np.isfinite(loaded.model.predict(probe_rows(small_frame))))
+    assert np.all(np.isfinite(loaded.schema.predict(loaded.model, probe_rows(small_frame))))
 
 
 def test_tampered_model_is_refused_without_unpickling(

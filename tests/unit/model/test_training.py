@@ -11,6 +11,7 @@ from selfheal_daemon.defaults import TARGET
 from selfheal_daemon.errors import DataError, TrainingError
 from selfheal_daemon.model.gate import check_threshold
 from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.schema import Schema
 from selfheal_daemon.model.training import split, train, train_and_register
 from tests.training import FAST_TRAINING
 
@@ -40,7 +41,7 @@ def test_missing_values_are_imputed_inside_the_pipeline(small_frame: pd.DataFram
     frame.loc[::7, "AveBedrms"] = np.nan
     result = train(frame, FAST_TRAINING)
     row = np.full((1, 8), np.nan)
-    assert np.isfinite(result.model.predict(row)).all()
+    assert np.isfinite(result.schema.predict(result.model, row)).all()
 
 
 def test_infinite_feature_values_do_not_break_training(small_frame: pd.DataFrame) -> None:
@@ -61,8 +62,8 @@ def test_unlabelled_rows_are_not_trained_on(small_frame: pd.DataFrame) -> None:
 def test_gate_refuses_a_model_below_the_threshold() -> None:
     """A holdout R2 under min_r2 raises TrainingError naming both numbers."""
     with pytest.raises(TrainingError, match=r"R2 0\.650 is below the gate's minimum 0\.70"):
-        check_threshold({"r2": 0.65}, GateConfig(min_r2=0.70))
-    check_threshold({"r2": 0.70}, GateConfig(min_r2=0.70))
+        check_threshold({"r2": 0.65}, GateConfig(min_r2=0.70), Schema.california())
+    check_threshold({"r2": 0.70}, GateConfig(min_r2=0.70), Schema.california())
 
 
 def test_poisoned_labels_fail_the_gate_and_register_nothing(

@@ -1,4 +1,9 @@
-"""Fixtures for the model service: one small real model, fitted once, registered per test."""
+"""Fixtures for the model service: one small real model, fitted once, registered per test.
+
+The California model is fitted as the trainer fits every model now: on ``schema.model_input`` (a
+DataFrame), with its schema (bounds learned from the rows) in the version's meta.json. The models
+of a mixed schema are in ``tests.unit.service.mixed``.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.model.features import load_dataset
 from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.schema import Schema
 from service.app import create_app
 from service.model_store import ModelStore
 from service.settings import ServiceSettings
@@ -33,11 +39,23 @@ TRAIN_ROWS = 2000
 
 @dataclass(frozen=True)
 class Trained:
-    """A fitted pipeline and the rows it was fitted on (FEATURES order, float64)."""
+    """A fitted pipeline, its schema, and the rows it was fitted on (FEATURES order, float64)."""
 
     model: Pipeline
     features: np.ndarray
     metrics: dict[str, float]
+    schema: Schema
+    target: np.ndarray
+
+
+def california_pipeline() -> Pipeline:
+    """The trainer's built-in pipeline of an all-numeric schema, small."""
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("model", HistGradientBoostingRegressor(max_iter=20, random_state=0)),
+        ]
+    )
 
 
 @pytest.fixture(scope="session")
@@ -46,17 +64,23 @@ def trained() -> Trained:
     frame = load_dataset(None).sample(n=TRAIN_ROWS, random_state=0)
     features = frame[list(FEATURES)].to_numpy(dtype=np.float64)
     target = frame[TARGET].to_numpy(dtype=np.float64)
-    model = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median")),
-            ("model", HistGradientBoostingRegressor(max_iter=20, random_state=0)),
-        ]
-    )
+    bounds = {
+        name: (float(np.nanmin(features[:, j])), float(np.nanmax(features[:, j])))
+        for j, name in enumerate(FEATURES)
+    }
+    schema = Schema.california(bounds)
+    model = california_pipeline()
     # One OpenMP thread: on a busy 2-core machine libgomp's spin-waiting barriers made this
     # 0.05 s fit take ~60 s while other processes held the cores.
     with threadpool_limits(limits=1, user_api="openmp"):
-        model.fit(features, target)
-    return Trained(model=model, features=features, metrics={"r2": 0.7, "mae": 0.45})
+        model.fit(schema.model_input(features), target)
+    return Trained(
+        model=model,
+        features=features,
+        metrics={"r2": 0.7, "mae": 0.45},
+        schema=schema,
+        target=target,
+    )
 
 
 def register(registry: ModelRegistry, trained: Trained) -> str:
@@ -69,7 +93,13 @@ def register(registry: ModelRegistry, trained: Trained) -> str:
         data_rows=TRAIN_ROWS,
         parent=None,
         origin="test",
+        extra={"schema": trained.schema.to_dict()},
     )
+
+
+def predict_rows(trained: Trained, rows: np.ndarray) -> np.ndarray:
+    """What the trained model answers for encoded ``rows``, asked as the service asks it."""
+    return trained.schema.predict(trained.model, np.asarray(rows, dtype=np.float64))
 
 
 @pytest.fixture

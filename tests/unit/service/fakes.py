@@ -1,6 +1,7 @@
 """Hand-written fakes for the model service tests: misbehaving models and a controllable source.
 
-The fake models live in an importable module so the registry can pickle them like real ones.
+The fake models live in an importable module so the registry can pickle them like real ones. Like
+every model they are given ``schema.model_input(x)``, a DataFrame of the schema's features.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from selfheal_daemon.model.registry import LoadedModel
+from selfheal_daemon.model.schema import Schema
 
 
 class ConstantModel:
@@ -47,25 +49,59 @@ class WrongShapeModel:
 
 
 class NanAboveModel:
-    """Finite on the smoke-test probe, NaN for rows whose MedInc exceeds ``threshold``."""
+    """Finite on the smoke-test probe, NaN for rows whose first feature exceeds ``threshold``."""
 
     def __init__(self, threshold: float = 100.0) -> None:
         self.threshold = threshold
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return np.where(features[:, 0] > self.threshold, np.nan, 1.0)
+    def predict(self, features: Any) -> np.ndarray:
+        first = np.asarray(features, dtype=np.float64)[:, 0]
+        return np.where(first > self.threshold, np.nan, 1.0)
 
 
-def loaded(version: str, model: Any) -> LoadedModel:
-    """A LoadedModel as the registry would return it, for a model that never touched disk."""
-    return LoadedModel(version=version, sha256="0" * 64, metrics={"r2": 0.5}, model=model)
+class BadProbabilityClassifier:
+    """Predicts its first class, with probabilities that do not sum to 1."""
+
+    classes_ = np.array(["no", "yes"], dtype=object)
+
+    def predict(self, features: Any) -> np.ndarray:
+        return np.full(len(features), "no", dtype=object)
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        return np.full((len(features), 2), 0.9)
+
+
+class StrangerClassifier:
+    """Predicts a class its schema does not know."""
+
+    classes_ = np.array(["no", "yes"], dtype=object)
+
+    def predict(self, features: Any) -> np.ndarray:
+        return np.full(len(features), "maybe", dtype=object)
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        return np.full((len(features), 2), 0.5)
+
+
+def loaded(version: str, model: Any, schema: Schema | None = None) -> LoadedModel:
+    """A LoadedModel as the registry would return it, for a model that never touched disk
+    (the California schema unless another is given)."""
+    return LoadedModel(
+        version=version,
+        sha256="0" * 64,
+        metrics={"r2": 0.5},
+        model=model,
+        schema=schema or Schema.california(),
+    )
 
 
 class FakeSource:
-    """A model source handing out preset models by version; ``load`` may be held on a gate."""
+    """A model source handing out preset models by version (with a schema per version, the
+    California one by default); ``load`` may be held on a gate."""
 
-    def __init__(self, models: dict[str, Any]) -> None:
+    def __init__(self, models: dict[str, Any], schemas: dict[str, Schema] | None = None) -> None:
         self.models = models
+        self.schemas = schemas or {}
         self.gate: threading.Event | None = None
         self.entered = threading.Event()
 
@@ -78,4 +114,4 @@ class FakeSource:
         self.entered.set()
         if self.gate is not None and not self.gate.wait(timeout=10):
             raise TimeoutError("test gate was never opened")
-        return loaded(version, self.models[version])
+        return loaded(version, self.models[version], self.schemas.get(version))

@@ -22,6 +22,7 @@ from service.settings import ServiceSettings
 from tests.helpers import wait_until
 from tests.unit.service.conftest import Trained, register
 from tests.unit.service.fakes import ConstantModel, FakeSource
+from tests.unit.service.mixed import fit_mixed, register_mixed
 from tests.unit.service.servers import Running, serving
 from tests.unit.service.test_app import ROW, sample_value
 
@@ -171,6 +172,29 @@ def test_failed_swap_is_409_and_the_old_model_keeps_serving(
     assert answer.status_code == 200
     assert answer.json()["model_version"] == "v1"
     assert ready.json() == {"status": "ready", "model_version": "v1"}
+    assert sample_value(text, "selfheal_service_model_swaps_total", outcome="failed") == 1.0
+
+
+def test_swap_to_a_schema_that_breaks_clients_is_refused(
+    worker: Running, registry: ModelRegistry
+) -> None:
+    """A version whose schema old clients would break on (other features) is a 409 naming the
+    reasons, counted as a failed swap, and v1 keeps answering its clients."""
+    v2 = register_mixed(registry, fit_mixed("regression"))
+    with worker.unix() as unix, worker.tcp() as tcp:
+        swap = unix.post("/admin/model", json={"version": v2})
+        answer = tcp.post("/predict", json=ROW)
+        model = tcp.get("/model").json()
+        text = tcp.get("/metrics").text
+    assert swap.status_code == 409
+    detail = swap.json()["detail"]
+    assert detail.startswith(
+        f"cannot serve model {v2}: SchemaBreakError: model version {v2} would break clients of v1"
+    )
+    assert "feature 'MedInc' is no longer taken" in detail
+    assert "feature 'color' is new and required" in detail
+    assert (answer.status_code, answer.json()["model_version"]) == (200, "v1")
+    assert model["version"] == "v1"
     assert sample_value(text, "selfheal_service_model_swaps_total", outcome="failed") == 1.0
 
 

@@ -14,13 +14,14 @@ import pytest
 from fastapi.testclient import TestClient  # conftest imported it first, muting its warning
 from starlette.types import Message
 
-from selfheal_daemon.defaults import FEATURES
+from selfheal_daemon.defaults import FEATURES, MODEL_NAME
 from selfheal_daemon.model.registry import ModelRegistry
 from service.app import create_app
 from service.model_store import ModelStore
 from service.settings import ServiceSettings
-from tests.unit.service.conftest import Trained
+from tests.unit.service.conftest import Trained, predict_rows
 from tests.unit.service.fakes import ConstantModel, FakeSource, NanAboveModel
+from tests.unit.service.mixed import Mixed, fit_mixed, register_mixed
 
 ROW: dict[str, float] = {
     "MedInc": 8.3252,
@@ -66,7 +67,7 @@ def test_single_object_predicts_one_value(client: TestClient, trained: Trained) 
     """One object answers a list of one prediction equal to the model's, and the version."""
     response = client.post("/predict", json=ROW)
     assert response.status_code == 200
-    expected = trained.model.predict(np.array([[ROW[f] for f in FEATURES]]))
+    expected = predict_rows(trained, np.array([[ROW[f] for f in FEATURES]]))
     answer = response.json()
     assert answer == {
         "predictions": expected.tolist(),
@@ -290,11 +291,12 @@ def test_ready_reason_names_the_failed_load(
 def test_model_endpoint_describes_the_served_model(
     client: TestClient, registry: ModelRegistry
 ) -> None:
-    """/model answers version, artifact sha256 and training metrics."""
+    """/model answers version, artifact sha256, training metrics and the schema."""
     assert client.get("/model").json() == {
         "version": "v1",
         "sha256": registry.info("v1").meta["sha256"],
         "metrics": {"r2": 0.7, "mae": 0.45},
+        "schema": registry.info("v1").meta["schema"],
     }
 
 
@@ -329,9 +331,10 @@ def test_metrics_count_requests_rows_and_model(client: TestClient) -> None:
         sample_value(text, "selfheal_service_request_duration_seconds_count", endpoint="/predict")
         == 3.0
     )
-    assert 'selfheal_service_model_info{sha256="' in text
-    assert 'version="v1"' in text
+    assert f'selfheal_service_model_info{{metric="r2",name="{MODEL_NAME}",sha256="' in text
+    assert 'task="regression",version="v1"} 1.0' in text
     assert sample_value(text, "selfheal_service_model_ready") == 1.0
+    assert "selfheal_service_unseen_categories_total{" not in text  # no categorical feature
 
 
 def test_metrics_count_body_limit_refusals(loaded_store: ModelStore) -> None:
@@ -358,7 +361,7 @@ def test_metrics_show_no_model_when_empty(empty_client: TestClient) -> None:
     """Before a load the readiness gauge is 0 and the model info is empty."""
     text = empty_client.get("/metrics").text
     assert sample_value(text, "selfheal_service_model_ready") == 0.0
-    assert 'selfheal_service_model_info{sha256="",version=""} 1.0' in text
+    assert 'selfheal_service_model_info{metric="",name="",sha256="",task="",version=""} 1.0' in text
 
 
 # ----- schema -------------------------------------------------------------------------------
@@ -371,3 +374,114 @@ def test_openapi_is_served_and_docs_are_not(client: TestClient) -> None:
     assert body["content"]["application/json"]["schema"]["oneOf"][0]["required"] == list(FEATURES)
     assert client.get("/docs").status_code == 404
     assert client.get("/redoc").status_code == 404
+
+
+# ----- a classifier of a mixed schema ----------------------------------------------------------
+
+SHOP_ROW: dict[str, Any] = {"color": "c3", "age": 40, "member": True, "size": "M", "visits": 2.5}
+
+
+@pytest.fixture(scope="module")
+def multiclass() -> Mixed:
+    """The trainer's pipeline of a multiclass mixed schema (classes low, mid, high)."""
+    return fit_mixed("multiclass")
+
+
+@pytest.fixture
+def shop_client(
+    tmp_path: Any, settings: ServiceSettings, multiclass: Mixed
+) -> Iterator[TestClient]:
+    """A client of an app serving the multiclass model from a registry."""
+    registry = ModelRegistry(tmp_path / "shop")
+    version = register_mixed(registry, multiclass)
+    store = ModelStore()
+    store.load(registry, version)
+    with TestClient(create_app(settings, store, registry)) as test_client:
+        yield test_client
+
+
+def test_a_classifier_answers_labels_classes_and_probabilities(
+    shop_client: TestClient, multiclass: Mixed
+) -> None:
+    """A classifier's /predict answers its predicted labels, its classes, and per instance the
+    probabilities in the order of the classes, as the model gives them."""
+    rows = [SHOP_ROW, {**SHOP_ROW, "color": None, "size": 3, "member": "false"}]
+    response = shop_client.post("/predict", json={"instances": rows})
+    assert response.status_code == 200
+    answer = response.json()
+    assert set(answer) == {"predictions", "classes", "probabilities", "model_version", "request_id"}
+    assert answer["classes"] == ["low", "mid", "high"]
+    frame = multiclass.schema.model_input(
+        np.array([[3.0, 40.0, 1.0, 1.0, 2.5], [np.nan, 40.0, 0.0, 3.0, 2.5]])
+    )
+    assert answer["predictions"] == list(multiclass.model.predict(frame))
+    own = multiclass.model.predict_proba(frame)
+    order = [list(multiclass.model.classes_).index(c) for c in answer["classes"]]
+    np.testing.assert_allclose(answer["probabilities"], own[:, order], rtol=1e-9)
+
+
+def test_unseen_categories_are_answered_and_counted(shop_client: TestClient) -> None:
+    """A category the model never saw is answered (200) and counted per feature in /metrics,
+    which names the model and its task."""
+    before = shop_client.get("/metrics").text
+    assert sample_value(before, "selfheal_service_unseen_categories_total", feature="size") == 0
+    rows = [{**SHOP_ROW, "color": "teal"}, {**SHOP_ROW, "color": "navy", "size": "XXL"}]
+    assert shop_client.post("/predict", json={"instances": rows}).status_code == 200
+    text = shop_client.get("/metrics").text
+    total = "selfheal_service_unseen_categories_total"
+    assert sample_value(text, total, feature="color") == 2.0
+    assert sample_value(text, total, feature="size") == 1.0
+    assert sample_value(text, total, feature="member") == 0.0
+    assert 'name="shop"' in text
+    assert 'task="multiclass"' in text
+
+
+def test_model_endpoint_shows_a_mixed_schema(shop_client: TestClient, multiclass: Mixed) -> None:
+    """/model shows the schema: task, classes, and each feature's kind and categories."""
+    schema = shop_client.get("/model").json()["schema"]
+    assert schema == multiclass.schema.to_dict()
+    assert schema["classes"] == ["low", "mid", "high"]
+    assert [f["kind"] for f in schema["features"]] == [
+        "categorical",
+        "numeric",
+        "boolean",
+        "categorical",
+        "numeric",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "loc"),
+    [
+        pytest.param({**SHOP_ROW, "size": None}, ["body", "size"], id="null-not-allowed"),
+        pytest.param({**SHOP_ROW, "member": "perhaps"}, ["body", "member"], id="boolean"),
+        pytest.param({**SHOP_ROW, "color": True}, ["body", "color"], id="bool-category"),
+        pytest.param({**SHOP_ROW, "age": "forty"}, ["body", "age"], id="text-number"),
+        pytest.param(
+            {k: v for k, v in SHOP_ROW.items() if k != "size"}, ["body", "size"], id="missing"
+        ),
+    ],
+)
+def test_bad_mixed_input_is_a_422_naming_the_field(
+    shop_client: TestClient, row: dict[str, Any], loc: list[Any]
+) -> None:
+    """Through the app, a bad value of any kind of column is a 422 whose loc names it."""
+    response = shop_client.post("/predict", content=json.dumps(row).encode())
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == loc
+
+
+def test_openapi_describes_the_served_schema(shop_client: TestClient) -> None:
+    """/openapi.json describes the served schema's row: its features, a categorical one as text
+    or a number, null where missing values are allowed; and the classes as feedback labels."""
+    document = shop_client.get("/openapi.json").json()
+    row = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]["oneOf"][0]
+    assert row["required"] == ["color", "age", "member", "size", "visits"]
+    assert {"type": "null"} in row["properties"]["color"]["anyOf"]
+    assert row["properties"]["size"]["anyOf"] == [{"type": "string"}, {"type": "number"}]
+    feedback = document["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]["oneOf"][0]
+    assert feedback["properties"]["label"]["enum"] == ["low", "mid", "high"]

@@ -12,11 +12,15 @@ import numpy as np
 import pytest
 
 from selfheal_daemon.defaults import FEATURES
-from selfheal_daemon.model.registry import LoadedModel
+from selfheal_daemon.model.schema import Schema
 from service.app import create_app
 from service.batching import Batcher, ModelOutputError
-from service.model_store import ModelStore
+from service.model_store import ModelStore, Served
+from service.predictor import Answer
 from service.settings import ServiceSettings
+from tests.unit.service.conftest import Trained, predict_rows
+from tests.unit.service.fakes import FakeSource
+from tests.unit.service.mixed import fit_mixed, mixed_rows
 
 
 class SumModel:
@@ -26,15 +30,21 @@ class SumModel:
         self.offset = offset
         self.calls: list[int] = []
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, frame: Any) -> np.ndarray:
+        x = np.asarray(frame, dtype=np.float64)
         self.calls.append(x.shape[0])
         if (x[:, 0] == 999).any():
             raise ValueError("poisoned row")
         return np.asarray(x.sum(axis=1) + self.offset)
 
 
-def loaded(model: Any, version: str = "v1") -> LoadedModel:
-    return LoadedModel(version=version, sha256="0" * 64, metrics={}, model=model)
+def loaded(model: Any, version: str = "v1", schema: Schema | None = None) -> Served:
+    """``model`` served as ``version`` (through a store, smoke test included)."""
+    schemas = {version: schema} if schema is not None else None
+    served = ModelStore().load(FakeSource({version: model}, schemas), version)
+    if isinstance(model, SumModel):
+        model.calls.clear()  # the smoke test's probe is not the test's call
+    return served
 
 
 def rows(n: int, start: float = 0.0) -> np.ndarray:
@@ -69,28 +79,28 @@ def test_concurrent_requests_share_a_prediction_and_get_their_own_rows(batcher: 
     served = loaded(model)
     inputs = [rows(1, start=i * 100) for i in range(16)]
 
-    async def go() -> list[np.ndarray]:
+    async def go() -> list[Answer]:
         for _ in inputs:
             batcher.arriving()
         return await asyncio.gather(*(batcher.submit(served, x) for x in inputs))
 
     answers = asyncio.run(go())
     for x, answer in zip(inputs, answers, strict=True):
-        np.testing.assert_array_equal(answer, SumModel().predict(x))
+        np.testing.assert_array_equal(answer.values, SumModel().predict(x))
     assert len(model.calls) < 16
     assert sum(model.calls) == 16
 
 
-def test_batched_answers_equal_unbatched_for_the_real_model(trained: Any) -> None:
+def test_batched_answers_equal_unbatched_for_the_real_model(trained: Trained) -> None:
     """With the real HistGradientBoosting pipeline, batched predictions are identical row for row
     to predicting each request alone, for requests of different sizes."""
-    served = loaded(trained.model)
+    served = loaded(trained.model, schema=trained.schema)
     sizes = [1, 3, 1, 7, 2, 1, 1, 5]
     offsets = np.cumsum([0, *sizes])
     inputs = [trained.features[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
     b = Batcher(max_rows=1024, window_s=0.001)
 
-    async def go() -> list[np.ndarray]:
+    async def go() -> list[Answer]:
         return await asyncio.gather(*(b.submit(served, x) for x in inputs))
 
     try:
@@ -98,8 +108,31 @@ def test_batched_answers_equal_unbatched_for_the_real_model(trained: Any) -> Non
     finally:
         b.close()
     for x, answer in zip(inputs, answers, strict=True):
-        np.testing.assert_array_equal(answer, trained.model.predict(x))
+        np.testing.assert_array_equal(answer.values, predict_rows(trained, x))
     assert b.batches < len(sizes)
+
+
+def test_batched_classifier_answers_carry_each_requests_probabilities() -> None:
+    """A classifier's batched answers give every request its own classes and probability rows,
+    the same as answering it alone."""
+    mixed = fit_mixed("binary")
+    served = loaded(mixed.model, schema=mixed.schema)
+    inputs = [mixed_rows(n, seed=n) for n in (1, 3, 2)]
+    b = Batcher(max_rows=1024, window_s=0.001)
+
+    async def go() -> list[Answer]:
+        return await asyncio.gather(*(b.submit(served, x) for x in inputs))
+
+    try:
+        answers = asyncio.run(go())
+    finally:
+        b.close()
+    for x, answer in zip(inputs, answers, strict=True):
+        alone = served.predictor.answer(x)
+        assert answer.proba is not None
+        assert alone.proba is not None
+        np.testing.assert_array_equal(answer.values, alone.values)
+        np.testing.assert_array_equal(answer.proba, alone.proba)
 
 
 def test_a_failing_row_fails_only_its_own_request(batcher: Batcher) -> None:
@@ -119,8 +152,8 @@ def test_a_failing_row_fails_only_its_own_request(batcher: Batcher) -> None:
         )
 
     first, poisoned, second = asyncio.run(go())
-    np.testing.assert_array_equal(first, SumModel().predict(good[0]))
-    np.testing.assert_array_equal(second, SumModel().predict(good[1]))
+    np.testing.assert_array_equal(first.values, SumModel().predict(good[0]))
+    np.testing.assert_array_equal(second.values, SumModel().predict(good[1]))
     assert isinstance(poisoned, ModelOutputError)
     assert "failed to predict: ValueError" in str(poisoned)
 
@@ -129,9 +162,9 @@ def test_non_finite_output_is_the_models_fault_for_that_request_only(batcher: Ba
     """A NaN in the output fails the request it belongs to, not its batch neighbours."""
 
     class NanForNegative(SumModel):
-        def predict(self, x: np.ndarray) -> np.ndarray:
-            out = super().predict(x)
-            out[x[:, 0] < 0] = np.nan
+        def predict(self, frame: Any) -> np.ndarray:
+            out = super().predict(frame)
+            out[np.asarray(frame, dtype=np.float64)[:, 0] < 0] = np.nan
             return out
 
     served = loaded(NanForNegative())
@@ -145,7 +178,7 @@ def test_non_finite_output_is_the_models_fault_for_that_request_only(batcher: Ba
         )
 
     fine, broken = asyncio.run(go())
-    assert fine.shape == (1,)
+    assert fine.values.shape == (1,)
     assert isinstance(broken, ModelOutputError)
     assert "non-finite" in str(broken)
 
@@ -155,14 +188,14 @@ def test_versions_are_never_mixed_in_one_prediction(batcher: Batcher) -> None:
     old, new = SumModel(offset=0), SumModel(offset=1000)
     a, b = loaded(old, "v1"), loaded(new, "v2")
 
-    async def go() -> list[np.ndarray]:
+    async def go() -> tuple[Answer, Answer, Answer]:
         return await asyncio.gather(
             batcher.submit(a, rows(1)), batcher.submit(b, rows(1)), batcher.submit(a, rows(1))
         )
 
     r1, r2, r3 = asyncio.run(go())
-    assert r1[0] == r3[0] == rows(1).sum()
-    assert r2[0] == rows(1).sum() + 1000
+    assert r1.values[0] == r3.values[0] == rows(1).sum()
+    assert r2.values[0] == rows(1).sum() + 1000
     assert sum(old.calls) == 2
     assert new.calls == [1]
 
@@ -170,16 +203,17 @@ def test_versions_are_never_mixed_in_one_prediction(batcher: Batcher) -> None:
 def test_a_batch_never_exceeds_max_rows() -> None:
     """Requests adding up to more than max_rows are split across predictions."""
     model = SumModel()
+    served = loaded(model)
     b = Batcher(max_rows=10, window_s=0.001)
 
-    async def go() -> list[np.ndarray]:
-        return await asyncio.gather(*(b.submit(loaded(model), rows(4)) for _ in range(5)))
+    async def go() -> list[Answer]:
+        return await asyncio.gather(*(b.submit(served, rows(4)) for _ in range(5)))
 
     try:
         answers = asyncio.run(go())
     finally:
         b.close()
-    assert all(a.shape == (4,) for a in answers)
+    assert all(a.values.shape == (4,) for a in answers)
     assert max(model.calls) <= 10
     assert sum(model.calls) == 20
 
@@ -194,7 +228,7 @@ def test_a_lone_request_does_not_wait_for_the_window() -> None:
         answer = asyncio.run(b.submit(loaded(SumModel()), rows(1)))
     finally:
         b.close()
-    assert answer.shape == (1,)
+    assert answer.values.shape == (1,)
     assert clock.reads == 1
 
 
@@ -209,7 +243,7 @@ def test_the_window_bounds_the_wait_for_a_request_that_never_comes() -> None:
         answer = asyncio.run(b.submit(loaded(SumModel()), rows(1)))
     finally:
         b.close()
-    assert answer.shape == (1,)
+    assert answer.values.shape == (1,)
     assert clock.reads == 6  # the deadline, then 0.001 s steps until 0.005 s have passed
 
 
@@ -224,16 +258,14 @@ def test_abandoned_requests_stop_holding_batches_back() -> None:
         answer = asyncio.run(b.submit(loaded(SumModel()), rows(1)))
     finally:
         b.close()
-    assert answer.shape == (1,)
+    assert answer.values.shape == (1,)
 
 
-def test_bad_row_in_one_request_does_not_affect_a_concurrent_one(
-    trained: Any, tmp_path: Any
-) -> None:
+def test_bad_row_in_one_request_does_not_affect_a_concurrent_one(trained: Trained) -> None:
     """Through the app: a 422 for one client while concurrent valid clients get 200s with the
     same values as when asked alone."""
     store = ModelStore()
-    store.load(_Source(trained.model), "v1")
+    store.load(FakeSource({"v1": trained.model}, {"v1": trained.schema}), "v1")
     app = create_app(ServiceSettings(batch_window_ms=5.0), store)
     good = [dict(zip(FEATURES, map(float, trained.features[i]), strict=True)) for i in range(6)]
     bad = {**good[0], "MedInc": float("nan")}
@@ -250,18 +282,10 @@ def test_bad_row_in_one_request_does_not_affect_a_concurrent_one(
     assert responses[3].json()["detail"][0]["loc"] == ["body", "MedInc"]
     oks = [r for i, r in enumerate(responses) if i != 3]
     assert all(r.status_code == 200 for r in oks)
-    expected = trained.model.predict(trained.features[:6])
+    expected = predict_rows(trained, trained.features[:6])
     got = [r.json()["predictions"][0] for r in oks]
     np.testing.assert_array_equal(got, expected)
     assert app.state.batcher.batches < 6
-
-
-class _Source:
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def load(self, version: str) -> LoadedModel:
-        return loaded(self.model, version)
 
 
 def _json_with_nan(row: dict[str, float]) -> bytes:

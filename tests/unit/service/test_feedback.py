@@ -14,8 +14,9 @@ from selfheal_daemon.defaults import FEATURES
 from service.app import create_app
 from service.model_store import ModelStore
 from service.settings import ServiceSettings
-from tests.unit.service.conftest import Trained
+from tests.unit.service.conftest import Trained, predict_rows
 from tests.unit.service.fakes import FakeSource, NanAboveModel
+from tests.unit.service.mixed import fit_mixed
 from tests.unit.service.servers import private_client
 from tests.unit.service.test_app import ROW, rows, sample_value
 
@@ -66,7 +67,7 @@ def test_features_with_a_label_are_predicted_now(admin: TestClient, trained: Tra
     """A row sent with its label is predicted by the served model and kept with that prediction."""
     response = post(admin, {"features": ROW, "label": 4.0})
     (entry,) = feedback_of(admin)
-    expected = trained.model.predict(np.array([[ROW[f] for f in FEATURES]]))
+    expected = predict_rows(trained, np.array([[ROW[f] for f in FEATURES]]))
     assert response.json() == {"accepted": 1}
     assert entry["features"] == [[ROW[f] for f in FEATURES]]
     assert entry["predictions"] == pytest.approx(expected.tolist(), rel=1e-12)
@@ -112,19 +113,14 @@ def test_feedback_is_counted_and_bounded(loaded_store: ModelStore) -> None:
     )
 
 
-def test_feedback_without_a_model_keeps_the_labels(
-    settings: ServiceSettings, store: ModelStore
-) -> None:
-    """With no model served, features and labels are kept, without a prediction."""
+def test_feedback_without_a_model_is_503(settings: ServiceSettings, store: ModelStore) -> None:
+    """With no model served there is no schema to read features or labels by: 503, as /predict
+    answers, and nothing is kept."""
     with private_client(create_app(settings, store)) as client:
         response = post(client, {"features": ROW, "label": 1.0})
-        (entry,) = feedback_of(client)
-    assert response.status_code == 202
-    assert (entry["features"], entry["predictions"], entry["model_version"]) == (
-        [[ROW[f] for f in FEATURES]],
-        None,
-        None,
-    )
+        assert feedback_of(client) == []
+    assert response.status_code == 503
+    assert response.json() == {"detail": "no model loaded"}
 
 
 def test_feedback_the_model_cannot_predict_is_kept_without_predictions(
@@ -309,3 +305,46 @@ def test_oversized_feedback_body_is_413(loaded_store: ModelStore) -> None:
     with private_client(create_app(ServiceSettings(max_body_bytes=1024), loaded_store)) as client:
         response = client.post("/feedback", content=body)
     assert response.status_code == 413
+
+
+# ----- a classifier -------------------------------------------------------------------------
+
+SHOP_ROW: dict[str, Any] = {"color": "c3", "age": 40, "member": True, "size": "M", "visits": 2.5}
+
+
+@pytest.fixture(scope="module")
+def binary_store() -> ModelStore:
+    """A store serving the trainer's pipeline of a binary mixed schema (classes no, yes)."""
+    mixed = fit_mixed("binary")
+    store = ModelStore()
+    store.load(FakeSource({"v1": mixed.model}, {"v1": mixed.schema}), "v1")
+    return store
+
+
+def test_classifier_feedback_keeps_class_indices(
+    settings: ServiceSettings, binary_store: ModelStore
+) -> None:
+    """A classifier's labels are class labels; they are kept as class indices, beside the
+    predicted class index of rows sent with them."""
+    with private_client(create_app(settings, binary_store)) as client:
+        predicted = client.post("/predict", json={"instances": [SHOP_ROW, SHOP_ROW]}).json()
+        body = {"instances": [SHOP_ROW, SHOP_ROW], "labels": ["yes", "no"]}
+        response = post(client, body)
+        (entry,) = feedback_of(client)
+    assert response.status_code == 202
+    assert entry["labels"] == [1.0, 0.0]
+    assert [["no", "yes"][int(i)] for i in entry["predictions"]] == predicted["predictions"]
+
+
+def test_a_classifier_label_it_does_not_know_is_a_422_naming_it(
+    settings: ServiceSettings, binary_store: ModelStore
+) -> None:
+    """A label that is not one of the classifier's classes is refused at that label, naming it;
+    nothing is kept."""
+    with private_client(create_app(settings, binary_store)) as client:
+        response = post(client, {"request_id": "r", "labels": ["yes", "maybe"]})
+        assert feedback_of(client) == []
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "labels", 1]
+    assert error["msg"].startswith("'maybe' is not a class of this model")

@@ -1,25 +1,42 @@
-"""ModelStore: verified load, smoke test, atomic swap; the old model stays when a load fails."""
+"""ModelStore: verified load, schema check, smoke test, atomic swap; the old model stays when a load
+fails."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from selfheal_daemon.errors import ChecksumMismatchError, VersionNotFoundError
 from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
-from service.model_store import ModelStore, SmokeTestError, probe_matrix, smoke_test
-from tests.unit.service.conftest import Trained, register
+from selfheal_daemon.model.schema import UNSEEN, Column, Schema
+from service.compiled import FastPredictor
+from service.model_store import (
+    PROBE_ROW,
+    ModelStore,
+    SchemaBreakError,
+    SmokeTestError,
+    probe_matrix,
+    probe_row,
+    smoke_test,
+)
+from service.validation import RowParser, parse_predict_body
+from tests.unit.service.conftest import Trained, california_pipeline, register
 from tests.unit.service.fakes import (
+    BadProbabilityClassifier,
     ConstantModel,
     FakeSource,
     NanModel,
     RaisingModel,
+    StrangerClassifier,
     WrongShapeModel,
     loaded,
 )
+from tests.unit.service.mixed import fit_mixed, mixed_schema, register_mixed
 
 
 def register_fake(registry: ModelRegistry, model: Any) -> str:
@@ -53,10 +70,35 @@ def test_load_serves_the_verified_version(store: ModelStore, registry: ModelRegi
 
 
 def test_probe_row_gets_a_plausible_price_from_the_real_model(trained: Trained) -> None:
-    """The smoke-test probe (California medians) predicts a house value between $50k and $500k."""
-    value = smoke_test(loaded("v1", trained.model))
-    assert 0.5 < value < 5.0
-    assert probe_matrix().shape == (1, 8)
+    """The smoke-test probe (each feature at the middle of its training range) gets a house value
+    within the range of the training targets."""
+    answer = smoke_test(loaded("v1", trained.model, trained.schema))
+    assert trained.target.min() <= answer.values[0] <= trained.target.max()
+    assert answer.proba is None
+    probe = probe_matrix(trained.schema)
+    assert probe.shape == (1, 8)
+    low, high = trained.schema.columns[0].low, trained.schema.columns[0].high
+    assert low is not None
+    assert high is not None
+    assert probe[0, 0] == (low + high) / 2
+
+
+def test_probe_of_a_mixed_schema_takes_each_columns_first_category() -> None:
+    """The probe of a mixed schema: numeric midpoints, each categorical and boolean column's
+    first category; as a request body, the category's text and ``false``."""
+    schema = mixed_schema("binary")
+    assert probe_matrix(schema).tolist() == [[0.0, 54.0, 0.0, 0.0, 5.0]]
+    assert probe_row(schema) == {
+        "color": "c0",
+        "age": 54.0,
+        "member": False,
+        "size": "S",
+        "visits": 5.0,
+    }
+    parsed = parse_predict_body(json.dumps(probe_row(schema)).encode(), 1, RowParser(schema))
+    np.testing.assert_array_equal(parsed, probe_matrix(schema))
+    unknown = Schema("u", "regression", "y", (Column("x", "numeric"), Column("c", "categorical")))
+    assert probe_matrix(unknown).tolist() == [[0.0, UNSEEN]]
 
 
 def test_tampered_artifact_is_refused_and_old_model_kept(
@@ -120,7 +162,7 @@ def test_successful_swap_replaces_model_and_clears_last_error(
     current = loaded_store.current()
     assert current is not None
     assert current.version == version
-    assert current.model.predict(probe_matrix()).tolist() == [2.5]
+    assert current.predictor.answer(probe_matrix(current.schema)).values.tolist() == [2.5]
     assert loaded_store.last_error is None
 
 
@@ -145,15 +187,15 @@ def test_old_model_answers_while_new_one_loads() -> None:
     current = store.current()
     assert current is not None
     assert current.version == "v2"
-    assert snapshot.model.predict(probe_matrix()).tolist() == [1.0]  # old snapshot still usable
+    old = snapshot.predictor.answer(probe_matrix(snapshot.schema))  # old snapshot still usable
+    assert old.values.tolist() == [1.0]
 
 
-def test_bench_row_is_the_probe_row() -> None:
-    """bench/harness.py keeps a stdlib-only copy of the probe row; it must not drift."""
+def test_bench_row_is_a_request_the_default_model_takes() -> None:
+    """bench/harness.py keeps a stdlib-only request row for the bundled model; it must stay one
+    the default schema accepts, with the same features as PROBE_ROW."""
     import ast
     from pathlib import Path
-
-    from service.model_store import PROBE_ROW
 
     source = (Path(__file__).resolve().parents[3] / "bench" / "harness.py").read_text()
     tree = ast.parse(source)
@@ -163,4 +205,111 @@ def test_bench_row_is_the_probe_row() -> None:
         if isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id == "ROW" for t in node.targets)
     ]
-    assert row == PROBE_ROW
+    assert list(row) == list(PROBE_ROW)
+    parser = RowParser(Schema.california())
+    assert parse_predict_body(json.dumps(row).encode(), 1, parser).shape == (1, 8)
+
+
+# ----- classifiers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        pytest.param(BadProbabilityClassifier(), "invalid probabilities", id="proba-sum"),
+        pytest.param(StrangerClassifier(), "not one of its schema's classes", id="stranger"),
+    ],
+)
+def test_a_classifier_must_answer_a_known_class_and_valid_probabilities(
+    model: Any, reason: str
+) -> None:
+    """A classifier whose probe answer is a class outside its schema, or whose probabilities do
+    not sum to 1, is never served."""
+    store = ModelStore()
+    source = FakeSource({"v1": model}, schemas={"v1": mixed_schema("binary")})
+    with pytest.raises(SmokeTestError, match=reason):
+        store.load(source, "v1")
+    assert store.current() is None
+
+
+def test_a_real_classifier_is_served_with_its_probabilities(tmp_path: Any) -> None:
+    """The trainer's pipeline of a multiclass mixed schema loads, passes the probe with valid
+    probabilities, and gets the fast path."""
+    registry = ModelRegistry(tmp_path / "registry")
+    version = register_mixed(registry, fit_mixed("multiclass"))
+    store = ModelStore()
+    served = store.load(registry, version)
+    assert served.schema.classes == ("low", "mid", "high")
+    assert isinstance(served.predictor, FastPredictor)
+    answer = smoke_test(served.loaded, served.predictor)
+    assert answer.proba is not None
+    assert answer.proba.shape == (1, 3)
+    assert answer.proba.sum() == pytest.approx(1.0)
+
+
+# ----- schemas --------------------------------------------------------------------------------
+
+
+def test_a_version_whose_schema_breaks_clients_is_refused(loaded_store: ModelStore) -> None:
+    """Swapping in a version whose schema old clients would break on (other features, another
+    task) raises SchemaBreakError naming why, and the served version stays."""
+    source = FakeSource({"v2": ConstantModel(1.0)}, schemas={"v2": mixed_schema("regression")})
+    with pytest.raises(SchemaBreakError) as refused:
+        loaded_store.load(source, "v2")
+    assert "model version v2 would break clients of v1" in str(refused.value)
+    assert "feature 'MedInc' is no longer taken" in str(refused.value)
+    current = loaded_store.current()
+    assert current is not None
+    assert current.version == "v1"
+    assert loaded_store.last_error is not None
+    assert "SchemaBreakError" in loaded_store.last_error
+
+
+def test_a_compatible_schema_change_is_served() -> None:
+    """A new category (and a column that now accepts missing values) breaks no client: the swap
+    happens and the new version's rows are read by its own schema."""
+    before = mixed_schema("regression")
+    features = [dict(f) for f in before.to_dict()["features"]]
+    features[3]["categories"] = [*features[3]["categories"], "XL"]
+    features[4]["missing"] = True
+    after = Schema.from_dict({**before.to_dict(), "features": features})
+    assert before.breaks(after) == []
+    store = ModelStore()
+    source = FakeSource(
+        {"v1": ConstantModel(1.0), "v2": ConstantModel(2.0)}, schemas={"v1": before, "v2": after}
+    )
+    store.load(source, "v1")
+    served = store.load(source, "v2")
+    row = {"color": "c1", "age": 30, "member": True, "size": "XL", "visits": None}
+    parsed = parse_predict_body(json.dumps(row).encode(), 1, served.rows)
+    assert parsed[0, 3] == 4.0
+    assert np.isnan(parsed[0, 4])
+
+
+def test_a_version_from_before_schemas_is_the_california_regression(
+    tmp_path: Any, trained: Trained
+) -> None:
+    """A version whose meta.json has no schema, its model fitted on a bare array, is served as
+    the California regression, fast path included, answering what its predict answers."""
+    legacy = california_pipeline()
+    with threadpool_limits(limits=1, user_api="openmp"):
+        legacy.fit(trained.features, trained.target)
+    registry = ModelRegistry(tmp_path / "registry")
+    version = registry.register(
+        legacy,
+        metrics={"r2": 0.7},
+        reference=trained.features[:100],
+        data_fingerprint="old",
+        data_rows=len(trained.features),
+        parent=None,
+        origin="before schemas",
+    )
+    assert "schema" not in registry.info(version).meta
+    served = ModelStore().load(registry, version)
+    assert served.schema == Schema.california()
+    assert isinstance(served.predictor, FastPredictor)
+    rows = trained.features[:40]  # past the fast path's batch size: the model itself
+    np.testing.assert_array_equal(served.predictor.answer(rows).values, legacy.predict(rows))
+    np.testing.assert_array_equal(
+        served.predictor.answer(rows[:3]).values, legacy.predict(rows[:3])
+    )
