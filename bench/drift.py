@@ -18,10 +18,11 @@ What is measured, each run in a fresh subprocess (so that its peak memory is its
   rows is the Wasserstein distance normed by the reference's standard deviation, drifted at >= 0.1;
   the dataset drifts when at least half of the columns do.
 - **selfheal**: ``drift.check(summary, frame.to_numpy(), DriftConfig())`` with the default config.
-  The summary (``ReferenceSummary.build(reference, Schema.california())``, equal importance for every feature so that the weighted
-  share is Evidently's plain share) is built before the timing: the daemon builds it once per model
-  version at training time. Its build time and file size are reported apart. Also timed, in the
-  same process: the check on a C-order (row-major) copy of the window.
+  The summary (``ReferenceSummary.build(reference, Schema.california())``, equal importance for
+  every feature so that the weighted share is Evidently's plain share) is built before the timing:
+  the daemon builds it once per model version at training time. Its build time and file size are
+  reported apart. Also timed, in the same process: the check on a C-order (row-major) copy of the
+  window.
 - **naive**: what a check costs that recomputes the reference each time: per feature, the
   reference's quantiles, ``np.histogram`` of both samples, PSI, and ``scipy.stats.ks_2samp``.
 

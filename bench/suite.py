@@ -10,10 +10,14 @@ settings that fit the time budget:
   hung worker against the configured detection bound;
 - ``swap`` (bench/swap.py): a model change under load, in place against replacing the workers;
 - ``drift`` (bench/drift.py): the drift check at 10k, 100k and 1M rows against Evidently;
+- ``drift_adult`` (bench/drift_adult.py): the drift check on the Adult example's 14 mixed columns
+  at 1M rows against Evidently configured to the same statistics, and against its defaults;
 - ``serving`` (bench/serving.py): throughput and latency against a bare FastAPI app, the raw
   in-process ``predict`` rate as the limit, and what capture and metrics cost;
 - ``footprint`` (bench/footprint.py): the daemon at idle against supervisord, CPU and memory;
-- ``growth`` (bench/growth.py): drift check and report time as data and trail grow tenfold.
+- ``growth`` (bench/growth.py): drift check and report time as data and trail grow tenfold;
+- ``training`` (bench/training.py): the first model trained as ``selfheal run`` trains it, the
+  Adult example against the bundled California model.
 
 The default model (bundled data, default settings) is trained once, first, and handed to the parts
 that serve it (``--registry``) instead of each training the same model again. Each part writes its
@@ -72,6 +76,7 @@ PARTS: dict[str, tuple[str, list[str], list[str], float]] = {
     ),
     "swap": ("bench.swap", ["--cycles", "3"], ["--cycles", "1"], 900),
     "drift": ("bench.drift", ["--runs", "3"], ["--quick", "--runs", "1"], 1200),
+    "drift_adult": ("bench.drift_adult", ["--runs", "3"], ["--quick", "--runs", "1"], 900),
     "serving": (
         "bench.serving",
         ["--duration", "4", "--runs", "3"],
@@ -86,6 +91,7 @@ PARTS: dict[str, tuple[str, list[str], list[str], float]] = {
         600,
     ),
     "growth": ("bench.growth", [], ["--quick"], 600),
+    "training": ("bench.training", ["--runs", "3"], ["--quick"], 600),
 }
 
 SEEDED = ("recovery", "serving", "footprint")  # parts that take --registry: trained once, here

@@ -19,9 +19,11 @@ PART_TITLES = {
     "recovery": "recovery",
     "swap": "model swap",
     "drift": "drift check",
+    "drift_adult": "drift check, Adult",
     "serving": "serving",
     "footprint": "footprint",
     "growth": "growth",
+    "training": "training",
 }
 VERSION_ORDER = (
     "python",

@@ -322,6 +322,139 @@ def rows_drift(s: dict[str, Any]) -> list[Row]:
     return rows
 
 
+# ----- drift on Adult (mixed columns) ------------------------------------------------------------
+
+
+def summarise_drift_adult(raw: dict[str, Any]) -> dict[str, Any]:
+    agg = raw["aggregated"]
+    entry: dict[str, Any] = {"rows": agg["rows"], "runs": raw.get("runs")}
+    for tool in ("evidently", "selfheal", "evidently-default"):
+        t = agg[tool]
+        entry[tool] = {
+            "ms": {k: v * 1000 for k, v in t["seconds"].items()},
+            "peak_mib": t["peak_mib"],
+            "flagged": t["flagged"],
+            "flags_stable": t["flags_stable"],
+        }
+    entry.update(
+        {
+            key: agg[key]
+            for key in (
+                "time_ratio",
+                "default_time_ratio",
+                "memory_ratio",
+                "same_flags",
+                "default_same_flags",
+                "only_selfheal",
+                "only_evidently",
+            )
+        }
+    )
+    entry["encode_ms"] = agg["selfheal"]["encode_seconds"]["median"] * 1000
+    return entry
+
+
+def rows_drift_adult(s: dict[str, Any]) -> list[Row]:
+    ev, us, default = s["evidently"], s["selfheal"], s["evidently-default"]
+    at_target = s["rows"] == 1_000_000
+    what = f"drift check, Adult (6 numeric + 8 categorical), {s['rows']:,} rows"
+    stable = us["flags_stable"] and ev["flags_stable"]
+    differs = ""
+    if not s["same_flags"]:
+        differs = (
+            f" (only selfheal: {', '.join(s['only_selfheal']) or '-'}; "
+            f"only Evidently: {', '.join(s['only_evidently']) or '-'})"
+        )
+    return [
+        row(
+            "drift_adult",
+            f"{what}: time, Evidently (configured to selfheal's statistics) / selfheal",
+            s["time_ratio"],
+            f"{us['ms']['median']:,.1f} ms (encoding the rows, done per request when served: "
+            f"{s['encode_ms']:,.0f} ms)",
+            f"{ev['ms']['median']:,.0f} ms",
+            ">= 30" if at_target else "-",
+            s["time_ratio"] >= 30 if at_target else None,
+        ),
+        row(
+            "drift_adult",
+            f"{what}: time, Evidently's defaults (DataDriftPreset()) / selfheal",
+            s["default_time_ratio"],
+            f"{us['ms']['median']:,.1f} ms",
+            f"{default['ms']['median']:,.0f} ms",
+        ),
+        row(
+            "drift_adult",
+            f"{what}: peak memory added, selfheal / Evidently (selfheal's statistics)",
+            s["memory_ratio"],
+            f"{us['peak_mib']['median']:,.1f} MiB",
+            f"{ev['peak_mib']['median']:,.1f} MiB",
+        ),
+        row(
+            "drift_adult",
+            "drift verdicts on Adult: the same columns flagged as Evidently with selfheal's "
+            "statistics (every run)",
+            1.0 if s["same_flags"] and stable else 0.0,
+            ", ".join(us["flagged"]) or "none",
+            (", ".join(ev["flagged"]) or "none") + differs,
+            "the same columns",
+            bool(s["same_flags"] and stable),
+        ),
+        row(
+            "drift_adult",
+            "drift verdicts on Adult: the same columns flagged as Evidently's defaults",
+            1.0 if s["default_same_flags"] else 0.0,
+            ", ".join(us["flagged"]) or "none",
+            ", ".join(default["flagged"]) or "none",
+        ),
+    ]
+
+
+# ----- training -----------------------------------------------------------------------------------
+
+
+def summarise_training(raw: dict[str, Any]) -> dict[str, Any]:
+    agg = raw["aggregated"]
+    out: dict[str, Any] = {"runs": raw.get("runs"), "load_average": raw.get("load_average")}
+    for model in ("adult", "california"):
+        if model in agg:
+            m = agg[model]
+            out[model] = {
+                "seconds": m["seconds"],
+                "process_seconds": m["process_seconds"],
+                "phases": m["phases"],
+                "metrics": m["metrics"],
+                "target_s": m["target_s"],
+                "met": m["met"],
+            }
+    return out
+
+
+def rows_training(s: dict[str, Any]) -> list[Row]:
+    adult, california = s.get("adult"), s.get("california")
+    if not adult:
+        return []
+    ratio = div(adult["seconds"]["median"], california["seconds"]["median"]) if california else None
+
+    def cell(m: dict[str, Any]) -> str:
+        sec = m["seconds"]
+        return f"{sec['median']:.1f} s ({sec['min']:.1f}-{sec['max']:.1f}; {s['runs']} runs)"
+
+    return [
+        row(
+            "training",
+            "first model as `selfheal run` trains it (ensure_model, empty state): time, "
+            "Adult / the bundled California model",
+            ratio,
+            f"Adult {cell(adult)}, permutation importance "
+            f"{adult['phases'].get('permutation importance', 0):.1f} s of it",
+            f"California {cell(california)}" if california else "-",
+            f"Adult < {adult['target_s']:.0f} s",
+            adult["met"],
+        )
+    ]
+
+
 # ----- serving ----------------------------------------------------------------------------------
 
 SCENARIOS = (("single-c1", "1 row, c=1"), ("single-c16", "1 row, c=16"))
@@ -568,9 +701,11 @@ SUMMARISE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "recovery": summarise_recovery,
     "swap": summarise_swap,
     "drift": summarise_drift,
+    "drift_adult": summarise_drift_adult,
     "serving": summarise_serving,
     "footprint": summarise_footprint,
     "growth": summarise_growth,
+    "training": summarise_training,
 }
 
 
@@ -589,7 +724,9 @@ def rows_for(part: str, summary: dict[str, Any], hang_bound_s: float | None) -> 
     return {
         "swap": rows_swap,
         "drift": rows_drift,
+        "drift_adult": rows_drift_adult,
         "serving": rows_serving,
         "footprint": rows_footprint,
         "growth": rows_growth,
+        "training": rows_training,
     }[part](summary)
