@@ -38,7 +38,7 @@ exist, and absent from /openapi.json; see ``on_private_socket``)::
                     captured requests and feedback with seq > after (see service.capture):
                     200 {"worker", "pid", "after", "next", "dropped",
                          "predictions": [{"seq", "ts", "request_id", "model_version",
-                                          "features": [[8 floats], ...], "predictions": [...]}],
+                                          "features": [[floats], ...], "predictions": [...]}],
                          "feedback": [{"seq", "ts", "request_id", "features": [[...]] | null,
                                        "labels": [...], "predictions": [...] | null,
                                        "model_version": str | null}]}

@@ -3,9 +3,13 @@
 Two bounded ring buffers, never written to disk:
 
 - ``predictions``: one entry per successful ``POST /predict``: ``(seq, ts, request_id,
-  model_version, features (n, 8) float64 as predicted, predictions (n,))``;
+  model_version, features (n, len(features)) float64 as predicted, predictions (n,))``;
 - ``feedback``: one entry per ``POST /feedback`` item: ``(seq, ts, request_id or None, features or
   None, labels (n,), predictions or None, model_version or None)``.
+
+Features are the encoded matrix of ``service.validation`` (schema order; a categorical feature as
+its category's index, -1 unseen, NaN missing); predictions and labels are float64 values, or for
+a classifier class indices into the schema's classes.
 
 Each buffer is bounded by its total row count; the oldest entries make room for new ones and are
 counted as dropped (an entry larger than its whole buffer is dropped on arrival).
@@ -49,7 +53,7 @@ class PredictionRecord(NamedTuple):
     ts: float  # unix time, seconds
     request_id: str
     model_version: str
-    features: np.ndarray  # (rows, len(FEATURES)) float64
+    features: np.ndarray  # (rows, len(schema.features)) float64, encoded as validation does
     predictions: np.ndarray  # (rows,) float64
 
     @property
@@ -63,7 +67,7 @@ class FeedbackRecord(NamedTuple):
     seq: int
     ts: float  # unix time, seconds
     request_id: str | None
-    features: np.ndarray | None  # (rows, len(FEATURES)) float64 when sent with the labels
+    features: np.ndarray | None  # (rows, features) float64 when sent with the labels
     labels: np.ndarray  # (rows,) float64
     predictions: np.ndarray | None  # this worker's prediction of ``features`` when they came
     model_version: str | None

@@ -34,8 +34,9 @@ How the arrays reproduce scikit-learn (``ensemble/_hist_gradient_boosting/_predi
   the trees never saw. Every categorical node's decision for each schema code is tabled at load
   time; per request the table gives one 0/1 column per categorical node, compared with 0.5 like a
   numeric split;
-- a leaf points to itself, so finished rows stay put; leaf values are added to the baseline tree
-  by tree in scikit-learn's order (``cumsum`` along the trees is sequential), one sum per class for
+- a leaf points to itself, so finished rows stay put; the trees are walked deepest first, each only
+  as many levels as it is deep; leaf values are added to the baseline tree by tree in
+  scikit-learn's order (``cumsum`` along the trees is sequential), one sum per class for
   a multiclass model (one tree per class per iteration);
 - the raw scores are finished by the estimator's own loss: the inverse link for a regressor,
   ``predict_proba`` (sigmoid for binary, softmax for multiclass) for a classifier, whose predicted
@@ -74,9 +75,9 @@ _LARGEST = np.finfo(np.float64).max
 
 @dataclass(frozen=True)
 class FlatTrees:
-    """Every tree of the ensemble in one node table; ``roots[t]`` is tree t's first node.
-
-    Tree t belongs to class ``t % per_iteration`` (one tree per class per iteration)."""
+    """Every tree of the ensemble in one node table; ``roots`` holds each tree's first node,
+    deepest tree first, and ``unsort`` puts the trees back in scikit-learn's order, in which tree
+    t belongs to class ``t % per_iteration`` (one tree per class per iteration)."""
 
     src: np.ndarray | None  # schema column each tree feature reads (None: the same order)
     impute: np.ndarray | None  # per tree feature, the value that replaces NaN (an imputer)
@@ -89,11 +90,11 @@ class FlatTrees:
     width: int  # codes per table row, the last one for missing and unseen
     feature: np.ndarray
     threshold: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
+    children: np.ndarray  # node i's right child at 2i, its left child at 2i + 1
     value: np.ndarray
-    roots: np.ndarray
-    depth: int
+    roots: np.ndarray  # the trees' first nodes, deepest tree first
+    active: np.ndarray  # per level, how many trees (of the deepest first) are still walking
+    unsort: np.ndarray  # tree positions in scikit-learn's order (iteration, then class)
     baseline: np.ndarray  # (per_iteration,)
     per_iteration: int
     finish: Callable[[np.ndarray], Answer]  # raw scores (rows, per_iteration) -> the answer
@@ -105,10 +106,11 @@ class FlatTrees:
         n = data.shape[0]
         node = np.repeat(self.roots[:, None], n, axis=1)  # (trees, rows)
         rows = np.arange(n)[None, :]
-        for _ in range(self.depth):
-            go_left = data[rows, self.feature[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        leaves = self.value[node]
+        for walking in self.active.tolist():  # a tree is done once its deepest leaf is reached
+            at = node[:walking]
+            go_left = data[rows, self.feature[at]] <= self.threshold[at]
+            node[:walking] = self.children[2 * at + go_left]
+        leaves = self.value[node[self.unsort]]
         k = self.per_iteration
         if k == 1:
             stacked = np.vstack([np.full((1, n), self.baseline[0]), leaves])
@@ -405,6 +407,8 @@ def _build(
         feature[cat_nodes] = offset + np.arange(len(cat_nodes))
         threshold[cat_nodes] = 0.5
     src = np.array([c.column for c in columns], dtype=np.intp)
+    depths = np.array([int(t["depth"].max()) for t in tables])
+    deepest_first = np.argsort(-depths, kind="stable")
     return FlatTrees(
         src=None if np.array_equal(src, np.arange(len(schema.columns))) else src,
         impute=impute if imputed else None,
@@ -417,11 +421,17 @@ def _build(
         width=width,
         feature=feature,
         threshold=threshold,
-        left=np.where(leaf, own, nodes["left"].astype(np.intp) + shift),
-        right=np.where(leaf, own, nodes["right"].astype(np.intp) + shift),
+        children=np.stack(
+            [
+                np.where(leaf, own, nodes["right"].astype(np.intp) + shift),
+                np.where(leaf, own, nodes["left"].astype(np.intp) + shift),
+            ],
+            axis=1,
+        ).reshape(-1),
         value=nodes["value"].astype(np.float64),
-        roots=offsets[:-1].astype(np.intp),
-        depth=int(nodes["depth"].max()),
+        roots=offsets[:-1].astype(np.intp)[deepest_first],
+        active=np.array([int((depths > level).sum()) for level in range(int(depths.max()))]),
+        unsort=np.argsort(deepest_first),
         baseline=np.asarray(gbm._baseline_prediction, dtype=np.float64).ravel(),
         per_iteration=per_iteration,
         finish=finish,

@@ -154,11 +154,17 @@ def models_import(
             progress=lambda m: typer.echo(f"import: {m}", err=True),
         )
         deployed = "alias"
-        try:
-            with ControlClient(cfg) as client:
-                client.act("rollback", to=done.version)
-            deployed = "daemon"
-        except ControlError:
+        if cfg.control_socket.exists() and cfg.control_token_file.exists():
+            try:  # the daemon runs: it deploys the version like any other, on every worker
+                with ControlClient(cfg) as client:
+                    client.act("rollback", to=done.version)
+                deployed = "daemon"
+            except ControlError as exc:
+                raise ControlError(
+                    f"registered {done.version}, but the daemon did not deploy it ({exc}); "
+                    f"deploy it with: selfheal rollback --to {done.version}"
+                ) from None
+        else:  # no daemon: the next start serves it
             registry.set_alias("current", done.version)
             if not had_champion:
                 registry.set_alias("last_good", done.version)

@@ -160,6 +160,8 @@ class Deployer:
 
 def _detection(problem: str) -> str:
     text = problem.lower()
+    if "schemabreakerror" in text or "would break clients" in text:
+        return "schema_incompatible"
     if "checksum" in text or "sha256" in text:
         return "checksum_mismatch"
     if "smoke" in text or "probe row" in text or "non-finite" in text or "not a finite" in text:

@@ -6,7 +6,7 @@ others. A joblib or pickle file (``.joblib``, ``.pkl``, ``.pickle``) is unpickle
 ``--trust-pickle``: unpickling runs whatever code the file's author put in it.
 
 Its schema, metrics and drift reference are computed on DATA (the features it was fitted on, when
-it records them, choose the columns; else the ``[model]`` table does); it must predict DATA's
+it records them, are its columns, whatever the ``[model]`` table lists; else the table decides); it must predict DATA's
 rows or it is refused with the reason. With a champion it goes through the gate on DATA's holdout
 like any candidate, and its schema must not break the champion's clients. The registry stores it
 as every version (``model.joblib`` with its sha256 in ``meta.json``), so the checksum rule applies
@@ -99,11 +99,17 @@ def _schema_for(cfg: Config, model: Any, data: pd.DataFrame) -> Schema:
 
     spec = cfg.model_spec
     fitted_on = [str(c) for c in getattr(model, "feature_names_in_", [])]
-    if fitted_on and not spec.features:
+    if fitted_on:  # the columns the model was fitted on are its features, whatever the config
         lacking = [c for c in fitted_on if c not in data.columns]
         if lacking:
             raise DataError(f"the model was fitted on columns DATA lacks: {', '.join(lacking)}")
-        spec = spec.model_copy(update={"features": fitted_on})
+        spec = spec.model_copy(
+            update={
+                "features": fitted_on,
+                "categorical": [c for c in spec.categorical if c in fitted_on],
+                "ignore": [c for c in spec.ignore if c not in fitted_on],
+            }
+        )
     if spec.target not in data.columns:
         raise DataError(
             f"DATA has no target column {spec.target!r} (set model.target in the config); "

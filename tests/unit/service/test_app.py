@@ -155,11 +155,9 @@ def test_oversized_body_is_413_by_content_length(loaded_store: ModelStore) -> No
 
 
 def test_streamed_body_is_cut_off_at_the_limit(loaded_store: ModelStore) -> None:
-    """A chunked body with no Content-Length is refused as soon as it passes the limit, unread.
-
-    Driven at the ASGI level because TestClient reads a streamed request body whole before
-    handing it to the app.
-    """
+    """A chunked body with no Content-Length is refused as soon as it passes the limit, unread."""
+    # Driven at the ASGI level because TestClient reads a streamed request body whole before
+    # handing it to the app.
     app = create_app(ServiceSettings(max_body_bytes=4096), loaded_store)
     chunk = json.dumps(ROW).encode() + b","  # about 170 bytes
     pulled = 0

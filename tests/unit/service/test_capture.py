@@ -389,3 +389,22 @@ def test_a_full_capture_leaves_the_garbage_collector_nothing_to_walk() -> None:
     gc.collect()
     assert len(gc.get_objects()) - before < 100
     assert len(capture.read(0).predictions) == 20_000  # still all there for the reader
+
+
+def test_a_classifiers_requests_are_captured_encoded(settings: ServiceSettings) -> None:
+    """A mixed-schema request is captured as the encoded matrix (category indices, -1 for an
+    unseen category, NaN for a missing one) with the predicted class indices as float64."""
+    from tests.unit.service.mixed import fit_mixed
+
+    mixed = fit_mixed("binary")
+    store = ModelStore()
+    store.load(FakeSource({"v1": mixed.model}, {"v1": mixed.schema}), "v1")
+    row = {"color": "teal", "age": None, "member": False, "size": "3", "visits": 1}
+    with private_client(create_app(settings, store)) as client:
+        answer = client.post("/predict", json=row).json()
+        document = capture_of(client)
+    (entry,) = document["predictions"]
+    color, age, member, size, visits = entry["features"][0]
+    assert (color, member, size, visits) == (-1.0, 0.0, 3.0, 1.0)
+    assert np.isnan(age)  # a missing value, as the drift monitor reads it
+    assert [["no", "yes"][int(i)] for i in entry["predictions"]] == answer["predictions"]
