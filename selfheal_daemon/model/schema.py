@@ -236,6 +236,8 @@ class Schema:
         """The matrix as a frame of the features, categories as text in object columns (unseen
         and missing: NaN, which scikit-learn's encoders read as missing)."""
         x = np.asarray(x, dtype="float64").reshape(-1, len(self.columns))
+        if self.all_numeric:  # one float block, no per-column copy: the bundled model's path
+            return pd.DataFrame(x, columns=list(self.features), copy=False)
         data: dict[str, Any] = {}
         for j, col in enumerate(self.columns):
             if col.is_numeric:

@@ -5,6 +5,9 @@ retrained, gated (per slice too) and swapped in place on every worker, with no f
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -142,3 +145,47 @@ def test_the_adult_model_is_served_and_healed_after_a_drift_of_real_rows(
     assert poller.result.failed == 0, poller.result.errors[:5]
     assert poller.result.refused == 0
     assert poller.result.ok > 20
+
+
+def drill(daemon: Any, config: Path, kind: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfheal_daemon",
+            "drill",
+            kind,
+            "--timeout",
+            "150",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+
+
+def test_the_drills_fault_the_adult_model_in_its_own_terms(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    """bad-model builds a NaN classifier (rolled back); drift shifts Adult's own columns."""
+    daemon = start_daemon(**example_sections())
+    daemon.wait_serving(timeout=180)
+    wait_until((daemon.state_dir / "run" / "control.sock").exists, 10)
+    config = tmp_path / "config.toml"
+    bad = drill(daemon, config, "bad-model")
+    assert bad.returncode == 0, bad.stdout + bad.stderr
+    assert "deployment_failure" in bad.stdout
+    registry = ModelRegistry(daemon.state_dir / "registry")
+    assert registry.alias("current") == "v1"
+    assert daemon.worker_versions() == ["v1", "v1"]
+
+    shifted = drill(daemon, config, "drift")
+    assert shifted.returncode == 0, shifted.stdout + shifted.stderr
+    assert "resolved" in shifted.stdout
+    injected = next(r for r in records(daemon) if r["issue"] == "data_drift")
+    assert injected["details"]["features"]["marital-status"]["kind"] == "categorical"
+    assert registry.alias("current") != "v1"

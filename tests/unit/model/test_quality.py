@@ -545,21 +545,6 @@ def test_fix_file_round_trip_parquet(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(pd.read_parquet(out), result.frame)
 
 
-def test_parquet_without_pyarrow_is_a_clear_data_error(tmp_path: Path) -> None:
-    """Without a Parquet engine, writing Parquet fails with a DataError naming the file."""
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("pyarrow is installed")
-    src = tmp_path / "in.csv"
-    clean().to_csv(src, index=False)
-    with pytest.raises(DataError, match=r"out\.parquet"):
-        fix_file(src, tmp_path / "out.parquet", PROFILE)
-    assert os.listdir(tmp_path) == ["in.csv"]
-
-
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [
