@@ -18,6 +18,7 @@ import datetime as dt
 import math
 import os
 import re
+import typing
 import subprocess
 import sys
 from pathlib import Path
@@ -42,13 +43,22 @@ FUZZ = settings(
 
 # ----- the real names ---------------------------------------------------------------------------
 
+def _table_model(annotation: Any) -> type[BaseModel] | None:
+    """The table's model: ``ServiceConfig``, or ``ModelConfig`` of ``ModelConfig | None``."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 TABLES: dict[str, dict[str, Any]] = {
-    name: {
-        key: info.get_default(call_default_factory=True)
-        for key, info in field.annotation.model_fields.items()
+    name: {  # a key whose default is None (unset) has no TOML spelling: left out, as in a file
+        key: default
+        for key, info in model.model_fields.items()
+        if (default := info.get_default(call_default_factory=True)) is not None
     }
     for name, field in Config.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    if (model := _table_model(field.annotation)) is not None
 }
 TOP_KEYS = [  # state_dir; "source" is set by the loader and refused in a file (a unit test)
     name for name in Config.model_fields if name not in TABLES and name != "source"
@@ -244,6 +254,8 @@ def assert_usable(cfg: Config) -> None:
                 os.lstat(path)  # a ValueError (NUL byte) would escape the daemon's handlers
     for name in TABLES:
         section = getattr(cfg, name)
+        if section is None:  # an optional table not given ([model]: the bundled model)
+            continue
         for key, value in section.model_dump().items():
             if isinstance(value, float):
                 assert math.isfinite(value), f"{name}.{key} = {value} was accepted"
