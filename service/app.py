@@ -27,6 +27,9 @@ Public routes (on the shared TCP listener, and on the private socket too)::
     GET  /model     200 {"version", "sha256", "metrics", "schema"} (Schema.to_dict()), 503 when
                     no model is served
     GET  /metrics   Prometheus exposition of this app's own registry
+    /v2/...         the Open Inference Protocol (v2): health, server and model metadata, model
+                    ready, infer; the same validation, batching, capture and metrics as /predict
+                    (service.oip; not in /openapi.json, the protocol's own spec describes it)
     GET  /openapi.json
                     the schema; /docs and /redoc are off because they load Swagger UI / ReDoc
                     from a CDN, and the VM may have no internet
@@ -78,6 +81,7 @@ from service.body_limit import BodyLimitMiddleware
 from service.capture import Capture, RequestIds, iter_slice_json
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.model_store import ModelSource, ModelStore, Served
+from service.oip import Answered, OipErrorBodies, oip_router
 from service.predictor import Answer
 from service.schemas import (
     FeedbackResponse,
@@ -132,6 +136,10 @@ def create_app(
     app.state.registry = registry
     app.add_exception_handler(InputError, _input_error_handler)
     app.add_exception_handler(ModelOutputError, _model_output_error_handler)
+    parts = _Parts(settings, store, registry, metrics, batcher, capture, request_ids)
+
+    async def answer(served: Served, features: np.ndarray, wanted: str | None) -> Answered:
+        return await _answer_rows(parts, served, features, wanted)
 
     @app.post(
         "/predict",
@@ -161,21 +169,14 @@ def create_app(
         except BaseException:
             batcher.abandoned()
             raise
-        answer = await batcher.submit(served, features)
-        request_id = request.headers.get("x-request-id")
-        if request_id is None or not valid_request_id(request_id):
-            request_id = request_ids.next()
-        if settings.observe:
-            capture.record_prediction(request_id, served.version, features, answer.values)
-            metrics.predicted_rows.inc(len(answer.values))
-            if served.rows.categorical.size:
-                metrics.count_unseen(served.rows.unseen_counts(features))
+        answered = await answer(served, features, request.headers.get("x-request-id"))
         return JSONResponse(
-            _answer_body(served, answer, request_id), headers={"X-Request-ID": request_id}
+            _answer_body(served, answered.answer, answered.request_id),
+            headers={"X-Request-ID": answered.request_id},
         )
 
-    parts = _Parts(settings, store, registry, metrics, batcher, capture)
     app.include_router(_probe_router(parts))
+    app.include_router(oip_router(settings, store, batcher, answer, INLINE_PARSE_BYTES))
     app.include_router(_feedback_router(parts))
     app.include_router(_admin_router(parts))
 
@@ -184,6 +185,7 @@ def create_app(
     # "unmatched": admin paths are not known paths to a request from TCP).
     app.add_middleware(PrivateOnlyMiddleware, prefix=contracts.ADMIN_PREFIX)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(OipErrorBodies)  # {"detail"} -> {"error"} under /v2, the limiter's too
     known_paths = frozenset(
         route.path
         for route in app.routes
@@ -193,6 +195,24 @@ def create_app(
         app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known_paths)
     _describe_served_schema(app, store, settings.max_batch_rows)
     return app
+
+
+async def _answer_rows(
+    parts: _Parts, served: Served, features: np.ndarray, wanted: str | None
+) -> Answered:
+    """Predict validated rows through the batcher, then capture and count them: what /predict
+    and the Open Inference Protocol's infer share. The request id is ``wanted`` when it is a
+    valid one (``valid_request_id``), else one made here."""
+    answer = await parts.batcher.submit(served, features)
+    request_id = wanted if wanted is not None and valid_request_id(wanted) else None
+    if request_id is None:
+        request_id = parts.request_ids.next()
+    if parts.settings.observe:
+        parts.capture.record_prediction(request_id, served.version, features, answer.values)
+        parts.metrics.predicted_rows.inc(len(answer.values))
+        if served.rows.categorical.size:
+            parts.metrics.count_unseen(served.rows.unseen_counts(features))
+    return Answered(answer, request_id)
 
 
 def _answer_body(served: Served, answer: Answer, request_id: str) -> dict[str, Any]:
@@ -247,6 +267,7 @@ class _Parts:
     metrics: ServiceMetrics
     batcher: Batcher
     capture: Capture
+    request_ids: RequestIds
 
 
 def _probe_router(parts: _Parts) -> APIRouter:

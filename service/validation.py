@@ -33,6 +33,10 @@ costs one dict lookup per cell.
 ``parse_feedback_body`` checks a ``POST /feedback`` body the same way (same error shape, the same
 feature rules for features sent with labels); labels are numbers for a regression and class labels
 for a classifier (see its docstring).
+
+``parse_columns`` is the check itself, on a table given column by column (feature -> its cells):
+``/predict`` and ``/feedback`` rows are read into columns and go through it, and so do the Open
+Inference Protocol's tensors (``service.oip``), one per feature.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -63,6 +67,8 @@ _NUMBER_TYPES = frozenset({float})
 _CATEGORY_TYPES = frozenset({str, float, type(None)})
 
 Loc = list[str | int]
+Locate = Callable[[int, str], Loc]
+"""Where a cell was sent, for an error: (row index, feature name) -> a FastAPI-style loc."""
 
 
 class InputError(Exception):
@@ -159,7 +165,7 @@ def parse_predict_body(body: bytes, max_rows: int, parser: RowParser) -> np.ndar
     Raises ``InputError`` (422) for anything that is not a valid single object or non-empty
     ``instances`` list of feature objects, and ``InputError`` (413) for more than ``max_rows`` rows.
     """
-    document = _decode(body)
+    document = decode_json(body)
     if not isinstance(document, dict):
         raise InputError(
             422,
@@ -203,7 +209,7 @@ def _instances_matrix(value: Any, prefix: Loc, max_rows: int, parser: RowParser)
     return _to_matrix(rows, prefix, parser, batch=True)
 
 
-def _decode(body: bytes) -> Any:
+def decode_json(body: bytes) -> Any:
     """``json.loads`` with every failure turned into a 422; integers decode straight to float.
 
     ``parse_int=float`` keeps all numbers one type (so a type check is one comparison), turns a
@@ -252,18 +258,35 @@ def _check_keys(rows: list[Any], prefix: Loc, parser: RowParser, *, batch: bool)
 def _to_matrix(
     rows: list[dict[str, Any]], prefix: Loc, parser: RowParser, *, batch: bool
 ) -> np.ndarray:
-    """Build the float64 matrix column-wise, then check finiteness of the numeric columns.
+    """Rows of feature objects (their keys checked) as the float64 matrix: column by column."""
+    columns = {feature.name: [row[feature.name] for row in rows] for feature in parser.columns}
 
-    After ``_decode`` every JSON number is a Python float, so a numeric column without missing
-    values is valid exactly when all its values have type ``float`` (which also excludes
-    ``bool``, an ``int`` subclass). Any column that does not convert cleanly sends the whole body
+    def locate(index: int, name: str) -> Loc:
+        return [*_row_loc(prefix, index, batch), name]
+
+    return parse_columns(columns, len(rows), parser, locate)
+
+
+def parse_columns(
+    columns: Mapping[str, list[Any]], rows: int, parser: RowParser, locate: Locate
+) -> np.ndarray:
+    """Validate a table given column by column into the ``(rows, len(features))`` float64 matrix.
+
+    ``columns`` maps every feature of the schema (no other key) to its ``rows`` cells, as
+    ``decode_json`` reads them: numbers as ``float``, text as ``str``, ``true``/``false``, and
+    ``None``. The one path every request's features take (``/predict`` and ``/feedback`` rows,
+    the Open Inference Protocol's tensors); ``locate(row, feature)`` says where a cell was sent,
+    for the ``InputError`` (422) naming the first problem (see the module docstring's order).
+
+    After ``decode_json`` every JSON number is a Python float, so a numeric column without
+    missing values is valid exactly when all its values have type ``float`` (which also excludes
+    ``bool``, an ``int`` subclass). Any column that does not convert cleanly sends the whole table
     to ``_raise_first_problem``, which finds the first problem in row-major order.
     """
-    matrix = np.empty((len(rows), len(parser.columns)), dtype=np.float64)
+    matrix = np.empty((rows, len(parser.columns)), dtype=np.float64)
     nulls: list[tuple[int, np.ndarray]] = []  # numeric columns with accepted nulls: where
     for column, feature in enumerate(parser.columns):
-        name = feature.name
-        values = [row[name] for row in rows]
+        values = columns[feature.name]
         if feature.kind == "numeric":
             if set(map(type, values)) == _NUMBER_TYPES:
                 matrix[:, column] = values
@@ -273,14 +296,14 @@ def _to_matrix(
                 matrix[:, column] = [math.nan if v is None else v for v in values]
                 nulls.append((column, absent))
                 continue
-            _raise_first_problem(rows, prefix, parser, batch=batch)
+            _raise_first_problem(columns, rows, parser, locate)
         codes = (
             _categorical_column(values, feature, parser.absent)
             if feature.kind == "categorical"
             else _boolean_column(values, feature, parser.absent)
         )
         if codes is None:
-            _raise_first_problem(rows, prefix, parser, batch=batch)
+            _raise_first_problem(columns, rows, parser, locate)
         matrix[:, column] = codes
     numbers = matrix if parser.all_numeric else matrix[:, parser.numeric]
     finite = np.isfinite(numbers)
@@ -293,7 +316,7 @@ def _to_matrix(
                 bad[absent, at] = False
             if not bad.any():
                 return matrix
-        _raise_first_problem(rows, prefix, parser, batch=batch)
+        _raise_first_problem(columns, rows, parser, locate)
     return matrix
 
 
@@ -423,29 +446,27 @@ def _no_missing(feature: _Feature) -> str:
 
 
 def _raise_first_problem(
-    rows: list[dict[str, Any]], prefix: Loc, parser: RowParser, *, batch: bool
+    columns: Mapping[str, list[Any]], rows: int, parser: RowParser, locate: Locate
 ) -> NoReturn:
     """Report the first wrong value in row-major order, else the first non-finite one (error
     path only, so a plain scan)."""
     first_non_finite: tuple[int, _Feature, Problem] | None = None
-    for index, row in enumerate(rows):
+    for index in range(rows):
         for feature in parser.columns:
-            problem = _problem(row[feature.name], feature, parser.absent)
+            problem = _problem(columns[feature.name][index], feature, parser.absent)
             if problem is None:
                 continue
             if problem[0] == _WRONG:
-                _raise_at(prefix, index, batch, feature, problem)
+                _raise_at(locate(index, feature.name), problem)
             if first_non_finite is None:
                 first_non_finite = (index, feature, problem)
     if first_non_finite is not None:
-        _raise_at(prefix, first_non_finite[0], batch, first_non_finite[1], first_non_finite[2])
+        _raise_at(locate(first_non_finite[0], first_non_finite[1].name), first_non_finite[2])
     raise AssertionError("unreachable: a column failed to convert but no cell is at fault")
 
 
-def _raise_at(
-    prefix: Loc, index: int, batch: bool, feature: _Feature, problem: Problem
-) -> NoReturn:
-    raise InputError(422, [*_row_loc(prefix, index, batch), feature.name], problem[1], problem[2])
+def _raise_at(loc: Loc, problem: Problem) -> NoReturn:
+    raise InputError(422, loc, problem[1], problem[2])
 
 
 def _json_type(value: Any) -> str:
@@ -490,7 +511,7 @@ def parse_feedback_body(body: bytes, max_rows: int, parser: RowParser) -> list[F
     422 for anything else, naming the field (and an unknown class); 413 when the items or the rows
     of all items together exceed ``max_rows``.
     """
-    document = _decode(body)
+    document = decode_json(body)
     if not isinstance(document, dict):
         raise InputError(422, ["body"], "Input should be a feedback object", "dict_type")
     if _ITEMS not in document:
@@ -589,7 +610,7 @@ def _labels(item: dict[str, Any], loc: Loc, max_rows: int, parser: RowParser) ->
 
 
 def _number_label(value: Any) -> float | Problem:
-    """A regression label: a finite JSON number (after ``_decode`` every number is a float)."""
+    """A regression label: a finite JSON number (after ``decode_json`` every number is a float)."""
     if type(value) is not float:
         return (_WRONG, f"Input should be a valid number, got {_json_type(value)}", "float_type")
     if not math.isfinite(value):

@@ -6,8 +6,8 @@ others. A joblib or pickle file (``.joblib``, ``.pkl``, ``.pickle``) is unpickle
 ``--trust-pickle``: unpickling runs whatever code the file's author put in it.
 
 Its schema, metrics and drift reference are computed on DATA (the features it was fitted on, when
-it records them, are its columns, whatever the ``[model]`` table lists; else the table decides); it must predict DATA's
-rows or it is refused with the reason. With a champion it goes through the gate on DATA's holdout
+it records them, are its columns, whatever the ``[model]`` table lists; else the table decides);
+it must predict DATA's rows or it is refused with the reason. With a champion it goes through the gate on DATA's holdout
 like any candidate, and its schema must not break the champion's clients. The registry stores it
 as every version (``model.joblib`` with its sha256 in ``meta.json``), so the checksum rule applies
 from then on.

@@ -18,9 +18,9 @@ import datetime as dt
 import math
 import os
 import re
-import typing
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ FUZZ = settings(
 )
 
 # ----- the real names ---------------------------------------------------------------------------
+
 
 def _table_model(annotation: Any) -> type[BaseModel] | None:
     """The table's model: ``ServiceConfig``, or ``ModelConfig`` of ``ModelConfig | None``."""
