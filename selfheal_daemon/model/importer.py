@@ -7,9 +7,9 @@ others. A joblib or pickle file (``.joblib``, ``.pkl``, ``.pickle``) is unpickle
 
 Its schema, metrics and drift reference are computed on DATA (the features it was fitted on, when
 it records them, are its columns, whatever the ``[model]`` table lists; else the table decides);
-it must predict DATA's rows or it is refused with the reason. With a champion it goes through the gate on DATA's holdout
-like any candidate, and its schema must not break the champion's clients. The registry stores it
-as every version (``model.joblib`` with its sha256 in ``meta.json``), so the checksum rule applies
+it must predict DATA's rows or it is refused with the reason. With a champion it goes through the
+gate on DATA's holdout like any candidate, and its schema must not break the champion's clients.
+The registry stores it as every version (``model.joblib`` with its sha256 in ``meta.json``), so the checksum rule applies
 from then on.
 """
 
