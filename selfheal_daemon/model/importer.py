@@ -9,8 +9,8 @@ Its schema, metrics and drift reference are computed on DATA (the features it wa
 it records them, are its columns, whatever the ``[model]`` table lists; else the table decides);
 it must predict DATA's rows or it is refused with the reason. With a champion it goes through the
 gate on DATA's holdout like any candidate, and its schema must not break the champion's clients.
-The registry stores it as every version (``model.joblib`` with its sha256 in ``meta.json``), so the checksum rule applies
-from then on.
+The registry stores it as every version (``model.joblib`` with its sha256 in ``meta.json``), so
+the checksum rule applies from then on.
 """
 
 from __future__ import annotations
