@@ -211,6 +211,8 @@ class DaemonControl:
         return {"model_metric": metric, "drift_score": drift}
 
     def metrics(self) -> bytes:
+        audit = self.daemon.recorder.audit
+        self.daemon.metrics.on_audit(write_errors=audit.write_errors, pending=audit.pending)
         return self.daemon.metrics.render(describe=self._labels)
 
     def _labels(self, version: str) -> tuple[str, str, str] | None:

@@ -258,6 +258,7 @@ def _performance_checked(  # noqa: PLR0911 - one return per rule, in the docstri
         "rows": event.rows,
         "metric": event.metric,
         event.metric: event.value,
+        "threshold": event.threshold,
     }
     if not event.judged or event.value is None or event.version != state.serving:
         return state, [Note("performance", "too_few_rows", details, audit=False)]

@@ -88,6 +88,22 @@ class DaemonMetrics:
             ["feature"],
             registry=r,
         )
+        self.live_threshold = Gauge(
+            "selfheal_live_metric_threshold",
+            "The bar the live metric must clear (a floor, or a ceiling for mae, rmse, log_loss)",
+            ["metric"],
+            registry=r,
+        )
+        self.audit_errors = Gauge(
+            "selfheal_audit_write_errors",
+            "Audit records the disk refused since the daemon started (each is retried)",
+            registry=r,
+        )
+        self.audit_pending = Gauge(
+            "selfheal_audit_pending_records",
+            "Audit records held in memory because the disk refused them, waiting to be written",
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._serving = ""
         self._model_labels: tuple[str, str, str, str] | None = None
@@ -110,6 +126,8 @@ class DaemonMetrics:
         if outcome == "resolved" and isinstance(ttr, int | float):
             self.resolution.labels(issue).observe(float(ttr))
         drift = record.get("details", {}).get("features") if issue == "data_drift" else None
+        if issue == "data_drift" and outcome == "resolved" and not isinstance(drift, Mapping):
+            self.drift_score.clear()  # healed: the scores were the old version's, now stale
         if isinstance(drift, Mapping):
             for feature, scores in drift.items():
                 if isinstance(scores, Mapping) and isinstance(scores.get("psi"), int | float):
@@ -161,6 +179,16 @@ class DaemonMetrics:
         value = details.get(metric)
         if isinstance(value, int | float) and not isinstance(value, bool):
             self.on_performance(metric, float(value))
+        bar = details.get("threshold")
+        if isinstance(bar, int | float) and not isinstance(bar, bool):
+            with self._lock:
+                self.live_threshold.clear()
+                self.live_threshold.labels(metric).set(float(bar))
+
+    def on_audit(self, *, write_errors: int, pending: int) -> None:
+        """The audit log's health: records the disk refused, and those still held in memory."""
+        self.audit_errors.set(write_errors)
+        self.audit_pending.set(pending)
 
     def _show_model(self) -> None:
         """Label ``selfheal_model_info`` with the serving version (under ``_lock``)."""

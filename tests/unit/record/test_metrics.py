@@ -89,3 +89,33 @@ def test_other_records_do_not_touch_the_live_metric() -> None:
     metrics.on_record({"issue": "data_drift", "detection": "psi", "details": {"r2": 0.1}})
     metrics.on_record(performance("ok", metric="roc_auc", roc_auc=None))
     assert lines(metrics, "selfheal_live_metric") == []
+
+
+def test_the_live_metrics_bar_is_exported_beside_it() -> None:
+    """A judged check's threshold is the bar gauge, under the same metric label."""
+    metrics = DaemonMetrics()
+    metrics.on_record(performance("ok", metric="roc_auc", roc_auc=0.81, threshold=0.7))
+    assert lines(metrics, "selfheal_live_metric_threshold") == [
+        'selfheal_live_metric_threshold{metric="roc_auc"} 0.7'
+    ]
+
+
+def test_drift_scores_are_cleared_when_the_drift_is_healed() -> None:
+    """A resolved drift incident leaves no stale per-feature score behind to alert on."""
+    metrics = DaemonMetrics()
+    scores = {"age": {"psi": 0.4, "ks": 0.2, "drifted": True}}
+    metrics.on_record(
+        {"issue": "data_drift", "outcome": "skipped", "details": {"features": scores}}
+    )
+    assert lines(metrics, "selfheal_drift_score") == ['selfheal_drift_score{feature="age"} 0.4']
+    metrics.on_record({"issue": "data_drift", "outcome": "resolved", "details": {"version": "v2"}})
+    assert lines(metrics, "selfheal_drift_score") == []
+
+
+def test_audit_failures_are_exported() -> None:
+    """Records the disk refused and those still held in memory are two gauges."""
+    metrics = DaemonMetrics()
+    metrics.on_audit(write_errors=3, pending=2)
+    text = metrics.render().decode().splitlines()
+    assert "selfheal_audit_write_errors 3.0" in text
+    assert "selfheal_audit_pending_records 2.0" in text
