@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
 .PHONY: run test chaos lint browser image bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
-	bench-footprint bench-growth bench-drift-adult bench-training clean
+	bench-serving-adult bench-footprint bench-growth bench-drift-adult bench-training clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,22 +26,27 @@ run: $(VENV)/.installed
 # Debian packages the tests drive, installed here when missing (needs root, as in CI): chromium
 # for the dashboard tests, systemd-analyze (package systemd) for the unit's checks, python3-venv
 # for the installer's tests (deploy/install.sh builds the service's venv on /usr/bin/python3),
-# podman, runc and mmdebstrap for the container tests (the image, and systemd booted as PID 1).
+# podman, runc and mmdebstrap for the container tests (the image, and systemd booted as PID 1),
+# prometheus (the server and promtool) for deploy/prometheus's rule checks and the alerting test.
 browser:
 	@missing=""; \
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || missing="chromium chromium-driver"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v podman >/dev/null && command -v runc >/dev/null || missing="$$missing podman runc uidmap slirp4netns fuse-overlayfs"; \
 	command -v mmdebstrap >/dev/null || missing="$$missing mmdebstrap"; \
+	command -v promtool >/dev/null && test -x /usr/bin/prometheus || missing="$$missing prometheus"; \
 	/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 test: $(VENV)/.installed-test browser
-	$(BIN)/ruff check selfheal_daemon service tests bench
+	$(BIN)/ruff check selfheal_daemon service tests bench deploy/ci
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows deploy/ci/github-actions.yml
+	cd deploy/prometheus && promtool check rules recording.rules.yml alerts.rules.yml && \
+		promtool check config prometheus.yml && promtool test rules tests.yml
 	$(BIN)/python -m pytest
 
 # The fault and abuse suite alone (it runs in `make test` too): its figures go to
@@ -62,9 +67,10 @@ image: browser
 	deploy/container/build.sh --base $(IMAGE_BASE)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check selfheal_daemon service tests bench
+	$(BIN)/ruff check selfheal_daemon service tests bench deploy/ci
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows deploy/ci/github-actions.yml
 
 # Every benchmark, each against its baseline, in one run (about 20 min; QUICK=1: every comparison,
 # tiny, in a few minutes, written to bench/out/): bench/results.json and the summary at the top of
@@ -82,6 +88,11 @@ bench-recovery:
 # Side by side with a bare FastAPI app under wrk (installed with apt-get if missing).
 bench-serving:
 	$(PYTHON) -m bench.serving $(if $(QUICK),--quick) --json bench/out/serving.json
+
+# The same on the Adult example (trained first, about 10 s) against the FastAPI app a user would
+# write for it (bench/bare_app_adult.py: pydantic, a pandas DataFrame, predict_proba).
+bench-serving-adult:
+	$(PYTHON) -m bench.serving --model adult $(if $(QUICK),--quick) --json bench/out/serving_adult.json
 
 # Builds its own bench/.venv-drift (with Evidently, never a project dependency); QUICK=1 for a short run.
 bench-drift:
