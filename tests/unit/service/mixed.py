@@ -1,7 +1,7 @@
 """Models of a mixed schema (numeric, categorical and boolean columns) for the service tests.
 
-``build_reference_pipeline(schema)`` is the built-in pipeline of a mixed schema exactly as the
-trainer builds it (``selfheal_daemon.model.training``): ordinal codes against the schema's
+``build_reference_pipeline(schema)`` is the trainer's own built-in pipeline of a mixed schema
+(``selfheal_daemon.model.training.build_pipeline``): ordinal codes against the schema's
 categories (unseen and missing NaN), then HistGradientBoosting with native categorical splits.
 ``mixed_schema(task)`` is a small schema of every kind; ``mixed_rows`` draws its encoded rows;
 ``fit_mixed`` fits the reference pipeline on them, as the trainer does (on ``model_input``).
@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
+from selfheal_daemon.config import TrainingConfig
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.schema import Column, Schema
+from selfheal_daemon.model.training import build_pipeline
 
 COLORS = tuple(f"c{i}" for i in range(12))  # c10 and c11 are never drawn: known, never trained
 SEEN_COLORS = 10
@@ -30,35 +29,10 @@ CLASSES = {"regression": (), "binary": ("no", "yes"), "multiclass": ("low", "mid
 
 def build_reference_pipeline(schema: Schema, max_iter: int = 40) -> Pipeline:
     """The trainer's built-in pipeline for a schema with categorical columns (unfitted)."""
-    categorical = [c for c in schema.columns if not c.is_numeric]
-    numeric = [c.name for c in schema.columns if c.is_numeric]
-    encode = ColumnTransformer(
-        [
-            (
-                "categories",
-                OrdinalEncoder(
-                    categories=[list(c.categories) for c in categorical],
-                    handle_unknown="use_encoded_value",
-                    unknown_value=np.nan,
-                    encoded_missing_value=np.nan,
-                    dtype=np.float64,
-                ),
-                [c.name for c in categorical],
-            ),
-            ("numbers", "passthrough", numeric),
-        ],
-        verbose_feature_names_out=False,
+    pipeline: Pipeline = build_pipeline(
+        TrainingConfig(max_iter=max_iter, learning_rate=0.1, seed=0), schema
     )
-    estimator = (
-        HistGradientBoostingClassifier if schema.is_classifier else HistGradientBoostingRegressor
-    )
-    model = estimator(
-        categorical_features=[True] * len(categorical) + [False] * len(numeric),
-        max_iter=max_iter,
-        early_stopping=False,
-        random_state=0,
-    )
-    return Pipeline([("encode", encode), ("model", model)])
+    return pipeline
 
 
 def mixed_schema(task: str = "regression", *, name: str = "shop") -> Schema:
