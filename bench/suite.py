@@ -14,6 +14,9 @@ settings that fit the time budget:
   at 1M rows against Evidently configured to the same statistics, and against its defaults;
 - ``serving`` (bench/serving.py): throughput and latency against a bare FastAPI app, the raw
   in-process ``predict`` rate as the limit, and what capture and metrics cost;
+- ``serving_adult`` (bench/serving.py ``--model adult``): the same on the Adult example's
+  classifier (trained here, with examples/adult/config.toml) against the FastAPI app a user
+  would write for it (bench/bare_app_adult.py: pydantic, a DataFrame, ``predict_proba``);
 - ``footprint`` (bench/footprint.py): the daemon at idle against supervisord, CPU and memory;
 - ``growth`` (bench/growth.py): drift check and report time as data and trail grow tenfold;
 - ``training`` (bench/training.py): the first model trained as ``selfheal run`` trains it, the
@@ -81,6 +84,12 @@ PARTS: dict[str, tuple[str, list[str], list[str], float]] = {
         "bench.serving",
         ["--duration", "4", "--runs", "3"],
         ["--quick", "--duration", "1", "--runs", "1"],
+        900,
+    ),
+    "serving_adult": (
+        "bench.serving",
+        ["--model", "adult", "--duration", "4", "--runs", "3"],
+        ["--model", "adult", "--quick", "--duration", "1", "--runs", "1"],
         900,
     ),
     # 4 windows of 15 s: the span holds exactly one of the daemon's 60 s monitoring passes.

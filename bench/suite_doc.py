@@ -21,6 +21,7 @@ PART_TITLES = {
     "drift": "drift check",
     "drift_adult": "drift check, Adult",
     "serving": "serving",
+    "serving_adult": "serving, Adult",
     "footprint": "footprint",
     "growth": "growth",
     "training": "training",
