@@ -11,6 +11,13 @@ model takes ``schema.model_input(x)``, a DataFrame), and answers an ``Answer``:
 - ``proba``: for a classifier, ``(rows, len(schema.classes))`` probabilities in that order; None
   for a regression.
 
+A classifier is asked once, not twice, when its predicted class is by its own code the class of
+its highest probability (scikit-learn's tree ensembles, trees and logistic regression, alone or as
+a pipeline's last step: ``ONE_PASS_CLASSIFIERS``): one ``predict_proba`` call answers both, the
+class as ``predict`` would (``classes_`` at the first highest probability). Any other classifier
+gets ``predict`` and ``predict_proba``, since its ``predict`` may be more than that argmax (a
+threshold, a vote); the pipeline then runs twice.
+
 One exception, for versions registered before models took DataFrames: a scikit-learn model that was
 fitted on a bare array (it has ``n_features_in_`` but no ``feature_names_in_``) of an all-numeric
 schema is given the matrix itself, which is exactly the array it was trained on (a DataFrame would
@@ -22,8 +29,29 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
 
 from selfheal_daemon.model.schema import Schema
+
+# Classifiers whose ``predict`` is ``classes_[argmax(predict_proba)]`` in their own code (the exact
+# classes: a subclass may predict otherwise).
+ONE_PASS_CLASSIFIERS = (
+    HistGradientBoostingClassifier,
+    GradientBoostingClassifier,
+    RandomForestClassifier,
+    ExtraTreesClassifier,
+    DecisionTreeClassifier,
+    ExtraTreeClassifier,
+    LogisticRegression,
+)
 
 
 class Answer(NamedTuple):
@@ -68,6 +96,12 @@ def takes_bare_array(model: Any, schema: Schema) -> bool:
     )
 
 
+def predicts_argmax(model: Any) -> bool:
+    """True when ``model`` (or a pipeline's last step) is one of ``ONE_PASS_CLASSIFIERS``."""
+    final = model.steps[-1][1] if isinstance(model, Pipeline) and model.steps else model
+    return type(final) in ONE_PASS_CLASSIFIERS and hasattr(model, "classes_")
+
+
 class ModelPredictor:
     """The model itself, asked through its schema (see the module docstring)."""
 
@@ -75,9 +109,15 @@ class ModelPredictor:
         self.model = model
         self.schema = schema
         self.bare = takes_bare_array(model, schema)
+        self.one_pass = schema.is_classifier and predicts_argmax(model)
 
     def answer(self, x: np.ndarray) -> Answer:
         schema, model = self.schema, self.model
+        if self.one_pass:
+            given = x if self.bare else schema.model_input(x)
+            raw = np.asarray(model.predict_proba(given), dtype=np.float64)
+            labels = np.asarray(model.classes_)[np.argmax(raw, axis=1)]
+            return Answer(schema.encode_target(labels.tolist()), schema.align_proba(model, raw))
         if not self.bare:
             values = schema.predict(model, x)
             proba = schema.predict_proba(model, x) if schema.is_classifier else None
