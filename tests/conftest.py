@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.container.engine import Podman
+
+CONTAINER_NEEDS = ("podman", "runc", "mmdebstrap")  # besides root; make test installs them
 
 # Two cores, and daemons, workers and trainings run side by side in the tests: OpenMP threads that
 # spin-wait for a busy core can slow a 1 s fit to a minute. One thread each keeps the suite steady.
@@ -42,3 +48,36 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if result.returncode != 0:
         raise AssertionError(f"wheelhouse.sh exited {result.returncode}:\n{result.stderr}")
     return directory
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    """A podman with a storage of its own for the session (tests/container and the CI pipeline's
+    image job share it); everything in it is removed at the end. Skips without root and tools."""
+    from tests.container.engine import Podman, unmount_below
+
+    missing = [tool for tool in CONTAINER_NEEDS if shutil.which(tool) is None]
+    if os.geteuid() != 0 or missing:
+        pytest.skip(
+            "container tests need root and "
+            + ", ".join(missing or ["(root)"])
+            + ": apt-get install podman runc mmdebstrap (make test does)"
+        )
+    root = tmp_path_factory.mktemp("podman")
+    engine = Podman(root)
+    yield engine
+    engine.run("rm", "--all", "--force", "--time", "0", ok=False, timeout=300)
+    engine.run("volume", "rm", "--all", "--force", ok=False)
+    engine.run("rmi", "--all", "--force", ok=False, timeout=300)
+    unmount_below(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def base_image(podman: Podman) -> str:
+    """The Debian 12 root filesystem from Debian's mirror, imported once per session
+    (deploy/container/rootfs.sh): the app image's base and the machine systemd boots in."""
+    from tests.container.engine import BASE_IMAGE, CONTAINER
+
+    podman.script(CONTAINER / "rootfs.sh", "--tag", BASE_IMAGE)
+    return BASE_IMAGE

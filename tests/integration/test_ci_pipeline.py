@@ -15,9 +15,14 @@ Faults are injected so each self-healing step has something to heal: a test that
 stage 4 (the rollback), the crash drill (the recovery), and, with no container registry here, a
 base image that cannot be pulled (the image build's retry on a base from Debian's mirror). The
 image job needs root, podman, runc and mmdebstrap, as tests/container does (``make test`` installs
-them); without them it is skipped, and the test prints so. Two to two and a half minutes on two
-busy cores: the image job (wheelhouse, Debian root filesystem, build) is the long pole, the
-model stages beside it take about 40 s.
+them); without them it is skipped, and the test prints so. It runs on the session's podman
+storage, Debian base and wheelhouse (the fixtures tests/container builds on, made once per
+session): the workflow's own knobs point at them (``SELFHEAL_PODMAN_ROOT``, ``CI_FALLBACK_BASE``,
+``CI_WHEEL_DIR``), so the retry finds its fallback base made and builds on it for real, with
+podman's layer cache off (``BUILDAH_LAYERS=false``: the container suite's build of the same
+Containerfile must not stand in for this one). About a minute on two cores once the fixtures
+exist (the image job, 50-60 s, is the long pole; the model stages beside it take about 40 s),
+and another minute when this test is the first to need the base and the wheelhouse.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +49,8 @@ import yaml  # type: ignore[import-untyped]
 from selfheal_daemon.config import load_config
 from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
 from selfheal_daemon.record.audit import read_records
+from tests.conftest import CONTAINER_NEEDS
+from tests.container.engine import Podman
 from tests.helpers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,7 +66,6 @@ ACTIONS = {
 NEEDS_EXPR = "${{ toJSON(needs) }}"
 STEP_TIMEOUT_S = 420.0
 BASH = shutil.which("bash") or "/bin/bash"
-IMAGE_NEEDS = ("podman", "runc", "mmdebstrap")  # the image job here (make test installs them)
 FLAKY_TEST = """
 from pathlib import Path
 
@@ -361,26 +366,34 @@ def damage_current_model(state: Path) -> None:
     model.write_bytes(bytes(blob))
 
 
-def podman_storage(root: Path) -> None:
-    """Remove every image the image job built in its own storage, then the storage."""
-    from tests.container.engine import unmount_below
+def image_job_on_the_session_podman(request: pytest.FixtureRequest) -> tuple[Podman, str, Path]:
+    """The session's podman storage, Debian base and wheelhouse (tests/conftest.py), made now if
+    no test made them before: the image job builds on them instead of making its own."""
+    podman: Podman = request.getfixturevalue("podman")
+    base: str = request.getfixturevalue("base_image")
+    wheels: Path = request.getfixturevalue("wheelhouse")
+    return podman, base, wheels
 
-    env = {**os.environ, "SELFHEAL_PODMAN_ROOT": str(root)}
-    podman = ROOT / "deploy" / "container" / "podman.sh"
-    for args in (["rm", "--all", "--force", "--time", "0"], ["rmi", "--all", "--force"]):
-        subprocess.run([str(podman), *args], env=env, capture_output=True, timeout=300, check=False)
-    unmount_below(root)
-    shutil.rmtree(root, ignore_errors=True)
+
+def check_the_image_was_built_now(podman: Podman, tag: str, base: str, since: float) -> bool:
+    """The image the job tagged was committed during the run (not found in a cache); whether
+    its first layer is the fallback base's (the retry built it on that base)."""
+    (image,) = json.loads(podman.run("image", "inspect", tag).stdout)
+    (fallback,) = json.loads(podman.run("image", "inspect", base).stdout)
+    created = podman.run("image", "inspect", "--format", "{{.Created.Unix}}", tag).stdout
+    assert int(created) >= int(since), (created, since)
+    layers, base_layers = image["RootFS"]["Layers"], fallback["RootFS"]["Layers"]
+    return bool(layers[: len(base_layers)] == base_layers and len(layers) > len(base_layers))
 
 
 @pytest.mark.timeout(900)
-def test_every_run_step_of_the_workflow_executes_and_heals_what_it_finds(tmp_path: Path) -> None:
+def test_every_run_step_of_the_workflow_executes_and_heals_what_it_finds(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     state = tmp_path / "state"
     flaky = tmp_path / "flaky" / "test_flaky.py"
     flaky.parent.mkdir()
     flaky.write_text(FLAKY_TEST)
-    # podman refuses a runroot path over 50 characters: a short directory of its own in /tmp
-    podman_root = Path(tempfile.mkdtemp(prefix="selfheal-ci-podman-"))
     runner = Runner(
         load_workflow(),
         tmp_path,
@@ -396,22 +409,36 @@ def test_every_run_step_of_the_workflow_executes_and_heals_what_it_finds(tmp_pat
             "CI_WORKERS": "2",
             "CI_SERVICE_PORT": str(free_port()),
             "CI_READY_TIMEOUT_S": "90",
-            "SELFHEAL_PODMAN_ROOT": str(podman_root),  # the image job's own podman storage
         },
         before_job={"validate": lambda: damage_current_model(state)},
     )
-    missing = [tool for tool in IMAGE_NEEDS if shutil.which(tool) is None]
+    tag = str(runner.workflow["env"]["CI_IMAGE_TAG"])
+    podman: Podman | None = None
+    base = ""
+    on_fallback = False
+    missing = [tool for tool in CONTAINER_NEEDS if shutil.which(tool) is None]
     if missing or os.geteuid() != 0:
         # as tests/container: without a registry the build passes only on the Debian base
         runner.skip_jobs["image"] = "needs root and " + ", ".join(missing or ["(root)"])
         print(f"the image job is skipped: {runner.skip_jobs['image']}")
+    else:
+        podman, base, wheels = image_job_on_the_session_podman(request)
+        runner.overrides.update(
+            SELFHEAL_PODMAN_ROOT=str(podman.root),
+            CI_FALLBACK_BASE=base,
+            CI_WHEEL_DIR=str(wheels),
+            BUILDAH_LAYERS="false",  # a real build: no layer of the container suite's image reused
+        )
+    since = time.time()  # wall clock, as podman stamps an image's creation (not a deadline)
     started = time.monotonic()
     try:
         runner.run()
+        if podman is not None and runner.results.get("image") == "success":
+            on_fallback = check_the_image_was_built_now(podman, tag, base, since)
     finally:
         runner.abort()
-        if podman_root.exists():
-            podman_storage(podman_root)
+        if podman is not None:  # only what the job made: the session's storage outlives the test
+            podman.run("rmi", "--force", tag, ok=False, timeout=300)
     took = time.monotonic() - started
     timings = ", ".join(f"{s.job}/{s.name[:24]} {s.seconds:.1f}s" for s in runner.steps)
     print(f"workflow ran in {took:.1f} s: {timings}")
@@ -419,10 +446,12 @@ def test_every_run_step_of_the_workflow_executes_and_heals_what_it_finds(tmp_pat
     expected.update({job: "skipped" for job in runner.skip_jobs})
     assert runner.results == expected, runner.failures()
     assert not runner.leftovers, runner.leftovers
-    check_what_each_stage_healed(runner, state, expected)
+    check_what_each_stage_healed(runner, state, expected, on_fallback)
 
 
-def check_what_each_stage_healed(runner: Runner, state: Path, expected: dict[str, str]) -> None:
+def check_what_each_stage_healed(
+    runner: Runner, state: Path, expected: dict[str, str], on_fallback: bool
+) -> None:
     out = {s.job: "" for s in runner.steps}
     for step in runner.steps:
         out[step.job] += step.output
@@ -446,7 +475,20 @@ def check_what_each_stage_healed(runner: Runner, state: Path, expected: dict[str
     # 6: served on loopback, a worker killed and replaced
     assert "crash drill: resolved in" in summary
     if "image" not in runner.skip_jobs:
-        assert f"**image build**: built {runner.workflow['env']['CI_IMAGE_TAG']}" in summary
+        # 7: built from the wheelhouse made already (the session's); with no registry here the
+        # default base cannot be pulled, and the retry builds on the fallback base, which it
+        # finds made (the session's) instead of running rootfs.sh again
+        tag, base = runner.workflow["env"]["CI_IMAGE_TAG"], runner.overrides["CI_FALLBACK_BASE"]
+        assert f"the wheelhouse made already: {runner.overrides['CI_WHEEL_DIR']}" in out["image"]
+        assert f"**image build**: built {tag}" in summary
+        if "the build failed (exit" in out["image"]:
+            retried = re.escape(f"the retry on {base} passed")
+            healed = rf"self-healed: the first build failed \(exit \d+\), {retried}"
+            assert re.search(healed, summary), summary
+            assert "building a Debian bookworm root filesystem" not in out["image"]
+            assert on_fallback, f"{tag} is not built on {base}"
+        else:
+            print(f"a registry is reachable: {tag} was built on the default base, no retry")
     # 8: the stages and the self-healing metrics, as tables
     assert "| summary |" not in summary  # the summary job lists the stages it needs
     for job in runner.workflow["jobs"]:
