@@ -75,7 +75,7 @@ class ServiceConfig(_Section):
     max_batch_rows: int = Field(default=1000, ge=1, le=100_000)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1_048_576)
     batch_window_ms: float = Field(default=1.0, ge=0, le=1000)
-    batch_max_rows: int = Field(default=1024, ge=1, le=100_000)
+    batch_max_rows: int = Field(default=16_384, ge=1, le=100_000)
     start_timeout_s: PositiveSeconds = 60.0
     stop_grace_s: PositiveSeconds = 5.0
     drain_s: Annotated[float, Field(ge=0, le=600)] = 1.0

@@ -84,7 +84,7 @@ class Batcher:
 
     def __init__(
         self,
-        max_rows: int = 1024,
+        max_rows: int = 16_384,
         window_s: float = 0.001,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -28,7 +28,7 @@ class ServiceSettings:
     max_body_bytes: int = 1_048_576
     worker_id: int = 0
     batch_window_ms: float = 1.0
-    batch_max_rows: int = 1024
+    batch_max_rows: int = 16_384
     drain_s: float = 1.0
     capture_rows: int = 20_000
     feedback_rows: int = 20_000

@@ -33,7 +33,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-rows", type=int, default=1000)
     parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
     parser.add_argument("--batch-window-ms", type=float, default=1.0)
-    parser.add_argument("--batch-max-rows", type=int, default=1024)
+    parser.add_argument("--batch-max-rows", type=int, default=16_384)
     parser.add_argument("--drain-s", type=float, default=1.0)
     parser.add_argument(
         "--capture-rows", type=int, default=20_000, help="rows of answered requests kept in memory"

@@ -35,7 +35,7 @@ class TemplateSpec:
     max_body_bytes: int
     log_level: str
     batch_window_ms: float = 1.0
-    batch_max_rows: int = 1024
+    batch_max_rows: int = 16_384
     drain_s: float = 1.0
     capture_rows: int = 20_000
     feedback_rows: int = 20_000
