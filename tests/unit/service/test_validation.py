@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from selfheal_daemon.defaults import FEATURES
 from selfheal_daemon.model.schema import UNSEEN, Schema
+from service import validation
 from service.validation import InputError, RowParser, parse_feedback_body, parse_predict_body
 from tests.unit.service.mixed import mixed_schema
 
@@ -499,3 +501,86 @@ def test_regression_labels_stay_numbers() -> None:
     with pytest.raises(InputError) as caught:
         parse_feedback_body(b'{"request_id": "r", "label": "low"}', 10, CALIFORNIA)
     assert (caught.value.loc, caught.value.type) == (["body", "label"], "float_type")
+
+
+# ----- orjson decodes /predict bodies: the same answers and errors as json.loads --------------
+
+
+def parsed_or_refused(body: bytes, parser: RowParser) -> Any:
+    """The matrix as a list (NaN as None), or the refusal's (status, loc, msg, type)."""
+    try:
+        matrix = parse_predict_body(body, max_rows=5, parser=parser)
+    except InputError as exc:
+        return (exc.status_code, exc.loc, exc.msg, exc.type)
+    return [[None if np.isnan(v) else v for v in row] for row in matrix.tolist()]
+
+
+def with_json_only(body: bytes, parser: RowParser, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """What the body gives when every body goes to ``json.loads`` (orjson refusing them all)."""
+
+    def refuse(_body: bytes) -> Any:
+        raise orjson.JSONDecodeError("refused for the test", "", 0)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(validation.orjson, "loads", refuse)
+        return parsed_or_refused(body, parser)
+
+
+ODD_BODIES = [
+    b'{"instances": [' + row_text(HouseAge="41").encode() + b"]}",  # an integer
+    row_text(Population="18446744073709551615").encode(),  # the largest 64-bit integer
+    row_text(Population="123456789012345678901234567890").encode(),  # past it: a float
+    row_text(Population="1" + "0" * 400).encode(),  # an integer json reads as inf
+    row_text(AveRooms="Infinity").encode(),  # orjson refuses, json reads inf: 422 finite
+    row_text(AveRooms="-Infinity").encode(),
+    row_text(AveRooms="1e400").encode(),
+    row_text(HouseAge="true").encode(),
+    b"\xef\xbb\xbf" + json.dumps(ROW).encode(),  # a UTF-8 byte order mark
+    json.dumps(ROW).encode("utf-16"),  # json.loads reads UTF-16; orjson does not
+    b'{"MedInc": "\\ud800"}',  # a lone surrogate
+    b"[" * 5000 + b"]" * 5000,  # nested past both decoders' depth
+    b'{"instances": [1, 2]}',
+    b'{"a": 1,}',
+    b"",
+]
+
+
+@pytest.mark.parametrize(
+    "body",
+    ODD_BODIES + [body for _name, body, *_rest in BAD_BODIES],
+    ids=[f"odd-{i}" for i in range(len(ODD_BODIES))] + [name for name, *_ in BAD_BODIES],
+)
+def test_orjson_answers_every_body_as_json_loads_does(
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert parsed_or_refused(body, CALIFORNIA) == with_json_only(body, CALIFORNIA, monkeypatch)
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "color": st.one_of(
+                    st.sampled_from(["c1", "c3", "?", ""]), st.none(), st.integers(-3, 12)
+                ),
+                "age": st.one_of(
+                    st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.none()
+                ),
+                "member": st.one_of(
+                    st.booleans(), st.integers(-1, 2), st.sampled_from(["yes", "no"])
+                ),
+                "size": st.one_of(
+                    st.sampled_from(["S", "M", "3"]), st.integers(2, 4), st.floats(2, 4)
+                ),
+                "visits": st.one_of(st.integers(0, 10), st.floats(0, 10)),
+            }
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_orjson_reads_any_mixed_rows_as_json_loads_does(rows: list[dict[str, Any]]) -> None:
+    body = json.dumps({"instances": rows}).encode()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        assert parsed_or_refused(body, SHOP) == with_json_only(body, SHOP, monkeypatch)
