@@ -4,6 +4,8 @@ the request that caused them, and the wait for a batch is bounded."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -292,3 +294,68 @@ def _json_with_nan(row: dict[str, float]) -> bytes:
     import json
 
     return json.dumps(row).encode()  # json.dumps writes NaN, which the service must refuse
+
+
+class ThreadNoting:
+    """A predictor answering as ``inner`` does, noting the thread each call ran on; batches of
+    up to ``inline_rows`` rows are ones it answers in microseconds (as the flattened trees do)."""
+
+    def __init__(self, inner: Any, inline_rows: int) -> None:
+        self.inner = inner
+        self.inline_rows = inline_rows
+        self.threads: list[tuple[int, str]] = []
+
+    def answer(self, x: np.ndarray) -> Answer:
+        self.threads.append((x.shape[0], threading.current_thread().name))
+        answer: Answer = self.inner.answer(x)
+        return answer
+
+
+def test_a_batch_the_fast_path_answers_runs_on_the_event_loop_a_larger_one_on_its_thread(
+    batcher: Batcher,
+) -> None:
+    """No thread hop for a batch of up to ``inline_rows`` rows (its answer takes microseconds, a
+    hop to the prediction thread and back costs more); a larger batch, or a predictor without a
+    fast path, runs on the prediction thread so that the event loop keeps reading requests."""
+    served = loaded(SumModel())
+    noting = ThreadNoting(served.predictor, inline_rows=4)
+    fast = dataclasses.replace(served, predictor=noting)
+
+    async def go() -> list[Answer]:
+        small = await batcher.submit(fast, rows(4))
+        large = await batcher.submit(fast, rows(5))
+        plain = await batcher.submit(served, rows(2))
+        return [small, large, plain]
+
+    loop_thread = threading.current_thread().name
+    small, large, plain = asyncio.run(go())
+    np.testing.assert_array_equal(small.values, SumModel().predict(rows(4)))
+    np.testing.assert_array_equal(large.values, SumModel().predict(rows(5)))
+    np.testing.assert_array_equal(plain.values, SumModel().predict(rows(2)))
+    assert noting.threads[0] == (4, loop_thread)
+    assert noting.threads[1][0] == 5
+    assert noting.threads[1][1].startswith("predict")
+
+
+def test_a_fault_of_an_inline_batch_stays_with_the_request_that_caused_it(
+    batcher: Batcher,
+) -> None:
+    served = loaded(SumModel())
+    fast = dataclasses.replace(served, predictor=ThreadNoting(served.predictor, inline_rows=64))
+    poisoned = rows(1)
+    poisoned[0, 0] = 999
+
+    async def go() -> list[Any]:
+        for _ in range(3):
+            batcher.arriving()
+        return await asyncio.gather(
+            batcher.submit(fast, rows(1)),
+            batcher.submit(fast, poisoned),
+            batcher.submit(fast, rows(1, start=8)),
+            return_exceptions=True,
+        )
+
+    first, bad, third = asyncio.run(go())
+    assert isinstance(bad, ModelOutputError)
+    np.testing.assert_array_equal(first.values, SumModel().predict(rows(1)))
+    np.testing.assert_array_equal(third.values, SumModel().predict(rows(1, start=8)))
