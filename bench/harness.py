@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
@@ -247,11 +248,15 @@ class Processes:
 
 
 class ClientPoller(threading.Thread):
-    """POSTs /predict every CLIENT_PERIOD_S and counts what a client of the service sees."""
+    """POSTs /predict every CLIENT_PERIOD_S and counts what a client of the service sees.
 
-    def __init__(self, url: str) -> None:
+    ``url`` is the prediction route itself; ``body`` the JSON bytes to POST (the probe row when
+    None)."""
+
+    def __init__(self, url: str, body: bytes | None = None) -> None:
         super().__init__(name="client-poller", daemon=True)
         self.url = url
+        self.body = body if body is not None else json.dumps(ROW).encode()
         self.sent = 0
         self.ok = 0
         self.refused = 0
@@ -270,7 +275,9 @@ class ClientPoller(threading.Thread):
                 started = time.monotonic()
                 what = "ok"
                 try:
-                    response = client.post(self.url, json=ROW)
+                    response = client.post(
+                        self.url, content=self.body, headers={"Content-Type": "application/json"}
+                    )
                     if response.status_code != 200:
                         what = f"HTTP {response.status_code}"
                 except httpx.ConnectError:

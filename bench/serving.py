@@ -394,16 +394,12 @@ def adult_model_to_serve(state_dir: Path, trained: Path | None) -> tuple[Any, st
     return cfg, version
 
 
-def start_selfheal(
-    procs: Processes,
-    state_dir: Path,
-    workdir: Path,
-    model: str,
-    *,
-    observe: bool = True,
-) -> tuple[Started, str]:
+def selfheal_config(
+    state_dir: Path, workdir: Path, model: str, name: str, *, observe: bool = True
+) -> tuple[Path, str]:
+    """Write ``workdir/{name}.toml``: ``model``'s configuration served by WORKERS workers on a
+    free loopback port, with no retraining; return (its path, the service's URL)."""
     port = free_port()
-    name = "selfheal" if observe else "unobserved"
     config = workdir / f"{name}.toml"
     document = base_config(model)
     service = {
@@ -420,7 +416,19 @@ def start_selfheal(
     config.write_text(
         toml_text({**document, "state_dir": str(state_dir), "service": service, "retrain": retrain})
     )
-    url = f"http://{HOST}:{port}"
+    return config, f"http://{HOST}:{port}"
+
+
+def start_selfheal(
+    procs: Processes,
+    state_dir: Path,
+    workdir: Path,
+    model: str,
+    *,
+    observe: bool = True,
+) -> tuple[Started, str]:
+    name = "selfheal" if observe else "unobserved"
+    config, url = selfheal_config(state_dir, workdir, model, name, observe=observe)
     log = workdir / f"{name}.log"
     progress(f"{name}: starting `selfheal run` ({WORKERS} workers, observe {observe}) on {url} ...")
     daemon = procs.start(
@@ -514,11 +522,12 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return result
 
 
-def run_wrk(
-    wrk: str, url: str, script: Path, scenario: Scenario, duration_s: int
+def run_wrk(  # noqa: PLR0917 - a benchmark's internal helper
+    wrk: str, url: str, script: Path, scenario: Scenario, duration_s: int, path: str = "/predict"
 ) -> dict[str, Any]:
+    """One wrk run of ``scenario`` against ``url + path``, POSTing the body ``script`` sets."""
     argv = [wrk, f"-t{scenario.threads}", f"-c{scenario.connections}", f"-d{duration_s}s"]
-    argv += ["--timeout", WRK_TIMEOUT, "--latency", "-s", str(script), url + "/predict"]
+    argv += ["--timeout", WRK_TIMEOUT, "--latency", "-s", str(script), url + path]
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=duration_s + 60, check=False

@@ -24,28 +24,36 @@ BENCH_BIN = BENCH_VENV / "bin"
 REQUIREMENTS = ROOT / "bench" / "requirements.txt"
 
 
-def ensure_venv(venv: Path, requirements: Path) -> Path:
-    """Create ``venv`` (the project plus ``requirements``) unless current; return its python."""
+def ensure_venv(
+    venv: Path, requirements: Path, *, project: bool = True, pins: tuple[str, ...] = ()
+) -> Path:
+    """Create ``venv`` (the project, unless ``project`` is false, plus ``requirements`` and
+    ``pins``, requirement strings such as ``scikit-learn==1.9.1``) unless current; return its
+    python. A peer's venv (bench/peers.py) holds the peer only, pinned to the libraries the
+    project's model artifact was pickled with."""
     python = venv / "bin" / "python"
     stamp = venv / ".installed"
-    inputs = (ROOT / "pyproject.toml", requirements)
+    inputs = (ROOT / "pyproject.toml", requirements) if project else (requirements,)
     if (
         python.exists()
         and stamp.exists()
         and all(stamp.stat().st_mtime >= p.stat().st_mtime for p in inputs)
+        and stamp.read_text() == "\n".join(pins)
     ):
         progress(f"re-using the benchmark venv {venv.relative_to(ROOT)}")
         return python
     if not python.exists():
         progress(f"creating the benchmark venv {venv.relative_to(ROOT)} ...")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    progress(f"installing the project (editable) and {requirements.name} into it ...")
+    what = f"the project (editable) and {requirements.name}" if project else requirements.name
+    progress(f"installing {what} into it ...")
     started = time.monotonic()
+    editable = ["-e", str(ROOT)] if project else []
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-e", str(ROOT), "-r", str(requirements)],
+        [str(python), "-m", "pip", "install", "--quiet", *editable, "-r", str(requirements), *pins],
         check=True,
     )
-    stamp.touch()
+    stamp.write_text("\n".join(pins))
     progress(f"  installed in {time.monotonic() - started:.0f} s")
     return python
 
