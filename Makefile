@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
 .PHONY: run test chaos lint browser image bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
-	bench-serving-adult bench-footprint bench-growth bench-drift-adult bench-training clean
+	bench-serving-adult bench-footprint bench-growth bench-drift-adult bench-training bench-peers \
+	bench-peers-adult clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +94,14 @@ bench-serving:
 # write for it (bench/bare_app_adult.py: pydantic, a pandas DataFrame, predict_proba).
 bench-serving-adult:
 	$(PYTHON) -m bench.serving --model adult $(if $(QUICK),--quick) --json bench/out/serving_adult.json
+
+# Against MLServer (sklearn runtime, adaptive batching) and BentoML (a batchable API), each in its
+# own venv (bench/.venv-mlserver, bench/.venv-bentoml), and a no-work route (the ceiling).
+bench-peers:
+	$(PYTHON) -m bench.peers $(if $(QUICK),--quick) --json bench/out/peers.json
+
+bench-peers-adult:
+	$(PYTHON) -m bench.peers --model adult $(if $(QUICK),--quick) --json bench/out/peers_adult.json
 
 # Builds its own bench/.venv-drift (with Evidently, never a project dependency); QUICK=1 for a short run.
 bench-drift:

@@ -20,7 +20,12 @@ settings that fit the time budget:
 - ``footprint`` (bench/footprint.py): the daemon at idle against supervisord, CPU and memory;
 - ``growth`` (bench/growth.py): drift check and report time as data and trail grow tenfold;
 - ``training`` (bench/training.py): the first model trained as ``selfheal run`` trains it, the
-  Adult example against the bundled California model.
+  Adult example against the bundled California model;
+- ``peers`` and ``peers_adult`` (bench/peers.py, ``--model adult`` for the second): serving against
+  the servers a user would pick instead, MLServer (its scikit-learn runtime, adaptive batching)
+  and BentoML (a batchable API), each in its own venv (bench/.venv-mlserver, bench/.venv-bentoml),
+  and against the ceiling, a no-work route on the same FastAPI and uvicorn; their cold starts,
+  recovery from ``kill -9`` of a worker and memory at idle beside selfheal's.
 
 The default model (bundled data, default settings) is trained once, first, and handed to the parts
 that serve it (``--registry``) instead of each training the same model again. Each part writes its
@@ -38,7 +43,12 @@ suite exits 1 at the end. Nothing here is a test: no figure is asserted anywhere
 quoting, so it writes ``bench/out/results-quick.json`` and ``bench/out/summary-quick.md`` instead
 of the committed files unless ``--results``/``--doc`` say otherwise.
 
-    python3 -m bench.suite [--quick] [--parts recovery,swap,...] [--results PATH] [--doc PATH]
+``--merge`` with ``--parts`` runs only those parts and keeps every other part of the existing
+results document as it was: their rows are replaced in place, and the summary says which parts
+were run again, when (``reruns`` in the JSON).
+
+    python3 -m bench.suite [--quick] [--parts recovery,swap,...] [--merge] [--results PATH]
+        [--doc PATH]
 """
 
 from __future__ import annotations
@@ -101,9 +111,17 @@ PARTS: dict[str, tuple[str, list[str], list[str], float]] = {
     ),
     "growth": ("bench.growth", [], ["--quick"], 600),
     "training": ("bench.training", ["--runs", "3"], ["--quick"], 600),
+    "peers": ("bench.peers", ["--duration", "4", "--runs", "3"], ["--quick"], 1500),
+    "peers_adult": (
+        "bench.peers",
+        ["--model", "adult", "--duration", "4", "--runs", "3"],
+        ["--model", "adult", "--quick"],
+        1500,
+    ),
 }
 
-SEEDED = ("recovery", "serving", "footprint")  # parts that take --registry: trained once, here
+# parts that take --registry (the default model, trained once, here)
+SEEDED = ("recovery", "serving", "footprint", "peers")
 TRAIN_CODE = r"""
 import sys
 from pathlib import Path
@@ -250,6 +268,10 @@ except Exception:
     pass
 print(json.dumps(out))
 """
+PEER_PACKAGES = {  # bench/peers.py's venvs: the peer, and the uvicorn it serves on
+    ".venv-mlserver": ("MLServer", ("mlserver", "mlserver-sklearn", "uvicorn")),
+    ".venv-bentoml": ("BentoML", ("bentoml", "uvicorn")),
+}
 BENCH_PACKAGES = (
     "selfheal",
     "scikit-learn",
@@ -323,6 +345,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated, in this order")
     parser.add_argument("--results", type=Path, default=None, help="the results document")
     parser.add_argument("--doc", type=Path, default=None, help="the markdown file to update")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other parts of the existing results document, replacing only these",
+    )
     args = parser.parse_args()
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in args.parts if p not in PARTS]
@@ -332,6 +359,7 @@ def parse_args() -> argparse.Namespace:
         args.results = QUICK_RESULTS if args.quick else RESULTS
     if args.doc is None:
         args.doc = QUICK_DOC if args.quick else DOC
+    args.results, args.doc = args.results.resolve(), args.doc.resolve()
     return args
 
 
@@ -379,6 +407,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "evidently" in drift_versions:
         versions["evidently"] = drift_versions["evidently"]
         versions["pandas (Evidently's venv)"] = drift_versions["pandas"]
+    for venv, (peer, packages) in PEER_PACKAGES.items():
+        for name, version in venv_versions(venv, packages).items():
+            versions[f"uvicorn ({peer}'s venv)" if name == "uvicorn" else name] = version
     wrk = wrk_version()
     if wrk:
         versions["wrk"] = wrk
@@ -391,10 +422,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {**{key: doc[key] for key in first}, **doc}  # the headline first, then the rest
 
 
+def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the parts ``new`` ran replaced by ``new``'s (rows in PARTS order); the
+    headline stays the old run's, and ``reruns`` says which parts were run again, when, and how
+    long each run took."""
+    if old.get("mode") != new["mode"]:
+        raise SystemExit(
+            f"--merge: the results document is a {old.get('mode')} run, not {new['mode']}"
+        )
+    rerun = list(new["parts"])
+    parts = {**old.get("parts", {}), **new["parts"]}
+    rows = [r for r in old.get("rows", []) if r["part"] not in rerun] + new["rows"]
+    order = {name: i for i, name in enumerate(PARTS)}
+    rows.sort(key=lambda r: order.get(r["part"], len(order)))  # stable: each part's own order
+    reruns = [r for r in old.get("reruns", []) if not set(r["parts"]) <= set(rerun)]
+    reruns.append({"parts": rerun, "date": new["date"], "wall_s": new["wall_s"]})
+    merged = {**old, "parts": {n: parts[n] for n in sorted(parts, key=lambda n: order.get(n, 99))}}
+    merged.update(
+        rows=rows,
+        reruns=reruns,
+        versions={**old.get("versions", {}), **new["versions"]},
+        failures=[name for name, part in merged["parts"].items() if part["status"] != "ok"],
+    )
+    return merged
+
+
 def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))  # unwind: stop the part
     doc = run(args)
+    if args.merge and args.results.exists():
+        doc = merge(json.loads(args.results.read_text()), doc)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(doc, indent=1) + "\n")
     block = suite_doc.block(doc)

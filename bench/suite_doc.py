@@ -25,6 +25,8 @@ PART_TITLES = {
     "footprint": "footprint",
     "growth": "growth",
     "training": "training",
+    "peers": "against MLServer and BentoML",
+    "peers_adult": "against MLServer and BentoML, Adult",
 }
 VERSION_ORDER = (
     "python",
@@ -42,6 +44,11 @@ VERSION_ORDER = (
     "supervisor",
     "evidently",
     "pandas (Evidently's venv)",
+    "mlserver",
+    "mlserver-sklearn",
+    "uvicorn (MLServer's venv)",
+    "bentoml",
+    "uvicorn (BentoML's venv)",
     "wrk",
 )
 
@@ -116,6 +123,15 @@ def block(results: dict[str, Any]) -> str:
         f"{_versions(results)}.",
         "",
     ]
+    for rerun in results.get("reruns", []):
+        names = ", ".join(PART_TITLES.get(n, n) for n in rerun["parts"])
+        when = rerun["date"].replace("T", " ").removesuffix("Z")
+        lines += [
+            f"Run again on {when} UTC, alone ({rerun['wall_s'] / 60:.1f} min, `python3 -m "
+            f"bench.suite --parts {','.join(rerun['parts'])} --merge`): the rows of {names} are "
+            "from that run.",
+            "",
+        ]
     if results["mode"] == "quick":
         lines += [
             "**Quick run**: every comparison with tiny settings (a few cycles, one short run "

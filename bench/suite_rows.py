@@ -606,6 +606,182 @@ def rows_serving(s: dict[str, Any], part: str = "serving") -> list[Row]:
     return rows
 
 
+# ----- against the peers (MLServer, BentoML) and the ceiling -------------------------------------
+
+PEERS = ("mlserver", "bentoml")
+PEER_TITLES = {"mlserver": "MLServer", "bentoml": "BentoML"}
+PEER_C16_TARGET = 3.0  # one row at c=16: at least 3x the faster peer
+CEILING_TARGET = 0.5  # ... and at least half the no-work route's throughput
+
+
+def summarise_peers(raw: dict[str, Any]) -> dict[str, Any]:
+    recovery = {}
+    for app, cycles in (raw.get("recovery") or {}).items():
+        done = [c for c in cycles if "error" not in c]
+        recovery[app] = {
+            "kills": len(done),
+            "replaced_s": spread([c["replaced_s"] for c in done if c["replaced_s"] is not None]),
+            "not_replaced": sum(c["replaced_s"] is None for c in done),
+            "client_failed": sum(c["client_failed"] for c in done),
+            "client_requests": sum(c["client_requests"] for c in done),
+            "client_longest_ms": max((c["client_longest_s"] * 1000 for c in done), default=None),
+            "errors": [c["error"] for c in cycles if "error" in c],
+        }
+    return {
+        "model": raw.get("model"),
+        "duration_s": raw.get("duration_s"),
+        "runs": raw.get("runs_per_scenario"),
+        "medians": raw.get("medians", {}),
+        "mlserver_batching": raw.get("mlserver_batching"),
+        "cold_start_s": {k: spread(v) for k, v in (raw.get("cold_start_s") or {}).items()},
+        "memory_idle": raw.get("memory_idle", {}),
+        "recovery": recovery,
+        "versions": {
+            k: v
+            for k, v in (raw.get("versions") or {}).items()
+            if k.startswith(("mlserver", "bentoml", "uvicorn ("))
+        },
+        "failure": raw.get("failure"),
+    }
+
+
+def _recovered(r: dict[str, Any]) -> str:
+    replaced = r["replaced_s"]
+    when = (
+        f"2 workers again after {replaced['median']:.2f} s (max {replaced['max']:.2f})"
+        if replaced
+        else "never"
+    )
+    if r["not_replaced"]:
+        when += f", {r['not_replaced']} not replaced in 30 s"
+    longest = r["client_longest_ms"]
+    return (
+        f"{when}; the client: {r['client_failed']} failed of {r['client_requests']:,}, longest "
+        + (f"{longest:,.0f} ms" if longest is not None else "-")
+        + f" ({r['kills']} kills)"
+    )
+
+
+def rows_peers(s: dict[str, Any], part: str = "peers") -> list[Row]:
+    """selfheal against MLServer, BentoML and the no-work route: issue 19's targets."""
+    m, rows = s["medians"], []
+    ours16 = m.get("single-c16/selfheal")
+    for key, label in (*SCENARIOS, *BATCHES):
+        ours = m.get(f"{key}/selfheal")
+        if not ours:
+            continue
+        floor = PEER_C16_TARGET if key == "single-c16" else 1.0
+        for peer in PEERS:
+            theirs = m.get(f"{key}/{peer}")
+            if theirs:
+                ratio = ours["requests_s"] / theirs["requests_s"]
+                rows.append(
+                    row(
+                        part,
+                        f"{label}: throughput, selfheal / {PEER_TITLES[peer]}",
+                        ratio,
+                        _served(ours),
+                        _served(theirs),
+                        f">= {floor:g}",
+                        ratio >= floor,
+                    )
+                )
+        oip, mlserver = m.get(f"{key}/selfheal OIP"), m.get(f"{key}/mlserver")
+        if oip and mlserver:
+            rows.append(
+                row(
+                    part,
+                    f"{label}: throughput, selfheal's OIP route / MLServer (the same body bytes)",
+                    oip["requests_s"] / mlserver["requests_s"],
+                    _served(oip),
+                    _served(mlserver),
+                )
+            )
+        ceiling = m.get(f"{key}/ceiling")
+        if ceiling:
+            ratio = ours["requests_s"] / ceiling["requests_s"]
+            target = key == "single-c16"
+            rows.append(
+                row(
+                    part,
+                    f"{label}: throughput, selfheal / the ceiling (a no-work route, same stack)",
+                    ratio,
+                    _served(ours),
+                    _served(ceiling),
+                    f">= {CEILING_TARGET:g}" if target else "-",
+                    ratio >= CEILING_TARGET if target else None,
+                )
+            )
+    if ours16:
+        rows.append(
+            row(
+                part,
+                "1 row, c=16: selfheal's p99",
+                None,
+                f"{ours16['p99_ms']:.2f} ms",
+                ", ".join(
+                    f"{PEER_TITLES[p]} {m[f'single-c16/{p}']['p99_ms']:.2f} ms"
+                    for p in PEERS
+                    if f"single-c16/{p}" in m
+                ),
+                f"< {P99_TARGET_MS:g} ms",
+                ours16["p99_ms"] < P99_TARGET_MS,
+            )
+        )
+    one, ceil1 = m.get("single-c1/selfheal"), m.get("single-c1/ceiling")
+    if one and ceil1:
+        rows.append(
+            row(
+                part,
+                "1 row, c=1: what selfheal's request path costs on top of the no-work route (p50)",
+                one["p50_ms"] / ceil1["p50_ms"],
+                f"p50 {one['p50_ms']:.3f} ms: +{(one['p50_ms'] - ceil1['p50_ms']) * 1000:.0f} us "
+                "per request",
+                f"p50 {ceil1['p50_ms']:.3f} ms",
+            )
+        )
+    cold = s.get("cold_start_s") or {}
+    memory = s.get("memory_idle") or {}
+    recovery = s.get("recovery") or {}
+    for peer in PEERS:
+        ours_c, theirs_c = cold.get("selfheal"), cold.get(peer)
+        if ours_c and theirs_c:
+            rows.append(
+                row(
+                    part,
+                    f"cold start (spawn to the first 200 of a prediction), selfheal / "
+                    f"{PEER_TITLES[peer]}",
+                    ours_c["median"] / theirs_c["median"],
+                    f"{ours_c['median']:.2f} s (max {ours_c['max']:.2f})",
+                    f"{theirs_c['median']:.2f} s (max {theirs_c['max']:.2f})",
+                )
+            )
+        ours_m, theirs_m = memory.get("selfheal"), memory.get(peer)
+        if ours_m and theirs_m:
+            rows.append(
+                row(
+                    part,
+                    f"memory of the serving tree at idle, PSS, selfheal / {PEER_TITLES[peer]}",
+                    ours_m["tree_pss_mib"] / theirs_m["tree_pss_mib"],
+                    f"{ours_m['tree_pss_mib']:.0f} MiB ({ours_m['processes']} processes)",
+                    f"{theirs_m['tree_pss_mib']:.0f} MiB ({theirs_m['processes']} processes)",
+                )
+            )
+        ours_r, theirs_r = recovery.get("selfheal"), recovery.get(peer)
+        if ours_r and theirs_r and ours_r["kills"] and theirs_r["kills"]:
+            rows.append(
+                row(
+                    part,
+                    f"`kill -9` of a worker under a client (a request every 10 ms), selfheal / "
+                    f"{PEER_TITLES[peer]}: failed requests",
+                    div(ours_r["client_failed"], theirs_r["client_failed"]),
+                    _recovered(ours_r),
+                    _recovered(theirs_r),
+                )
+            )
+    return rows
+
+
 # ----- footprint and growth ---------------------------------------------------------------------
 
 
@@ -724,6 +900,8 @@ SUMMARISE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "footprint": summarise_footprint,
     "growth": summarise_growth,
     "training": summarise_training,
+    "peers": summarise_peers,
+    "peers_adult": summarise_peers,
 }
 
 
@@ -748,4 +926,6 @@ def rows_for(part: str, summary: dict[str, Any], hang_bound_s: float | None) -> 
         "footprint": rows_footprint,
         "growth": rows_growth,
         "training": rows_training,
+        "peers": rows_peers,
+        "peers_adult": lambda summary: rows_peers(summary, "peers_adult"),
     }[part](summary)
