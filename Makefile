@@ -73,7 +73,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows deploy/ci/github-actions.yml
 
-# Every benchmark, each against its baseline, in one run (about 20 min; QUICK=1: every comparison,
+# Every benchmark, each against its baseline, in one run (about 35 min; QUICK=1: every comparison,
 # tiny, in a few minutes, written to bench/out/): bench/results.json and the summary at the top of
 # docs/BENCHMARKS.md. The baselines live in the benchmarks' own venvs, never in the project's.
 bench:
