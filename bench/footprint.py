@@ -60,6 +60,7 @@ from bench.harness import (
     progress,
     tail,
     wait_for,
+    write_json,
 )
 from bench.supervisord_baseline import launch_supervisord, program_section, supervisord_header
 from bench.venvs import BENCH_BIN, enter_bench_venv
@@ -395,9 +396,7 @@ def main() -> None:
     for line in table(data["summary"]):
         print(line)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2))
-        progress(f"figures written to {args.json}")
+        write_json(args.json, data, "figures")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.harness import progress
+from bench.harness import progress, write_json
 from bench.venvs import BENCH_BIN, enter_bench_venv
 
 DRIFT_SIZES = (10_000, 100_000, 1_000_000)
@@ -542,9 +542,7 @@ def main() -> None:
     for line in tables(data):
         print(line)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2))
-        progress(f"figures written to {args.json}")
+        write_json(args.json, data, "figures")
 
 
 if __name__ == "__main__":

@@ -244,6 +244,13 @@ class Processes:
             self.stop(started, grace_s=20.0)
 
 
+def write_json(path: Path, data: Any, what: str = "raw data") -> None:
+    """Write a benchmark's figures as indented JSON at ``path`` (its directory made), and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    progress(f"{what} written to {path}")
+
+
 # ----- the client that keeps asking for predictions ----------------------------------------------
 
 

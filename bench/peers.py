@@ -79,6 +79,7 @@ from bench.harness import (
     progress,
     tail,
     wait_for,
+    write_json,
 )
 from bench.serving import (
     MODELS,
@@ -886,9 +887,7 @@ def benchmark(args: argparse.Namespace) -> None:
     )
     report(args, data)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=2))
-        progress(f"raw data written to {args.json}")
+        write_json(args.json, data)
     if data["failure"]:
         sys.exit(1)
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import shutil
 import signal
 import subprocess
@@ -43,7 +42,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Processes, model_to_serve, progress
+from bench.harness import Processes, model_to_serve, progress, write_json
 from bench.peers import selfheal_app, start, workers_of, write_script
 from bench.serving import (
     MODELS,
@@ -232,9 +231,7 @@ def main() -> None:
         procs.stop_all()
     report(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
-        progress(f"written to {args.json}")
+        write_json(args.json, result, "result")
 
 
 if __name__ == "__main__":
