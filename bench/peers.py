@@ -96,6 +96,7 @@ from bench.serving import (
     summary,
     write_bodies,
 )
+from bench.suite_rows import ratio_text, rows_peers, summarise_peers
 from bench.venvs import BENCH_BIN, ensure_venv, enter_bench_venv
 
 WORKERS = 2
@@ -113,9 +114,6 @@ WARMUP_S = 2
 IDLE_S = 5.0
 REPLACE_TIMEOUT_S = 30.0
 QUIET_AFTER_S = 1.0  # how long the client keeps counting after a worker is replaced
-C16_PEER_TARGET = 3.0
-P99_TARGET_MS = 10.0
-CEILING_TARGET = 0.5
 WORKER_MARKS = {  # how a worker process of each app is told from its helpers, by command line
     "mlserver": "spawn_main",
     "bentoml": "_bentoml_impl.worker.service",
@@ -244,7 +242,7 @@ def check_answers(apps: dict[str, App]) -> list[str]:
     notes = []
     with httpx.Client(timeout=60.0) as client:
         for body in ("single", "batch"):
-            rows = 1 if body == "single" else len(records_of(apps["selfheal"])["batch"])
+            rows = 1 if body == "single" else len(records(apps["selfheal"].bodies)["batch"])
             seen: dict[str, tuple[Any, Any]] = {}
             for name, app in apps.items():
                 response = client.post(
@@ -274,10 +272,6 @@ def check_answers(apps: dict[str, App]) -> list[str]:
                     f"{body} body: {name} and selfheal agree (max |{what} difference| {diff:.2g})"
                 )
     return notes
-
-
-def records_of(app: App) -> dict[str, list[dict[str, Any]]]:
-    return records(app.bodies)
 
 
 # ----- the apps ----------------------------------------------------------------------------------
@@ -682,63 +676,6 @@ def collect(args: argparse.Namespace, wrk: str, procs: Processes, data: dict[str
 # ----- the report --------------------------------------------------------------------------------
 
 
-def verdicts(medians: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """The targets of issue 19, each with the figures behind it."""
-    out: list[dict[str, Any]] = []
-
-    def m(scenario: str, app: str) -> dict[str, float] | None:
-        return medians.get(f"{scenario}/{app}")
-
-    ours = m("single-c16", "selfheal")
-    peers = [p for p in PEERS if m("single-c16", p)]
-    if ours and peers:
-        faster = max(peers, key=lambda p: m("single-c16", p)["requests_s"])  # type: ignore[index]
-        ratio = ours["requests_s"] / m("single-c16", faster)["requests_s"]  # type: ignore[index]
-        out.append(
-            {
-                "what": f"1 row, c=16: selfheal / the faster peer ({faster})",
-                "ratio": ratio,
-                "target": f">= {C16_PEER_TARGET:g}",
-                "met": ratio >= C16_PEER_TARGET,
-            }
-        )
-        out.append(
-            {
-                "what": "1 row, c=16: selfheal p99 ms",
-                "ratio": ours["p99_ms"],
-                "target": f"< {P99_TARGET_MS:g} ms",
-                "met": ours["p99_ms"] < P99_TARGET_MS,
-            }
-        )
-    for scenario in SCENARIOS:
-        mine = m(scenario.key, "selfheal")
-        for peer in PEERS:
-            theirs = m(scenario.key, peer)
-            if mine and theirs:
-                ratio = mine["requests_s"] / theirs["requests_s"]
-                out.append(
-                    {
-                        "what": f"{scenario.label}: selfheal / {peer}",
-                        "ratio": ratio,
-                        "target": ">= 1",
-                        "met": ratio >= 1.0,
-                    }
-                )
-        ceiling = m(scenario.key, "ceiling")
-        if mine and ceiling:
-            ratio = mine["requests_s"] / ceiling["requests_s"]
-            target = scenario.key == "single-c16"
-            out.append(
-                {
-                    "what": f"{scenario.label}: selfheal / ceiling",
-                    "ratio": ratio,
-                    "target": f">= {CEILING_TARGET:g}" if target else "-",
-                    "met": (ratio >= CEILING_TARGET) if target else None,
-                }
-            )
-    return out
-
-
 def path_cost(medians: dict[str, dict[str, float]]) -> list[str]:
     """What selfheal's request path costs on top of the no-work route, per request."""
     lines = []
@@ -813,7 +750,7 @@ def report(args: argparse.Namespace, data: dict[str, Any]) -> None:
     print("**targets** (issue 19)")
     for v in data.get("verdicts", []):
         state = "-" if v["met"] is None else ("met" if v["met"] else "NOT met")
-        print(f"- {v['what']}: {v['ratio']:.2f} (target {v['target']}: {state})")
+        print(f"- {v['row']}: {ratio_text(v['ratio'])} (target {v['target']}: {state})")
     for line in path_cost(medians):
         print(line)
 
@@ -880,7 +817,8 @@ def benchmark(args: argparse.Namespace) -> None:
     finally:
         procs.stop_all()
     data["medians"] = {key: summary(values) for key, values in data["runs"].items()}
-    data["verdicts"] = verdicts(data["medians"])
+    part = "peers" if args.model == "california" else f"peers_{args.model}"
+    data["verdicts"] = rows_peers(summarise_peers(data), part)  # the suite's rows, its targets
     data["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.peers import answers, bentoml_body, gap_text, oip_body, records, verdicts
+from bench.peers import answers, bentoml_body, gap_text, oip_body, records
 from bench.suite_rows import rows_peers, summarise_peers
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.schema import Schema
@@ -150,16 +150,17 @@ MEDIANS = {
 
 
 def test_the_targets_of_issue_19_are_judged_from_the_medians() -> None:
-    judged = {v["what"]: v for v in verdicts(MEDIANS)}
-    faster = judged["1 row, c=16: selfheal / the faster peer (mlserver)"]
+    judged = {r["row"]: r for r in rows_peers(summarise_peers({"medians": MEDIANS}))}
+    ceiling = "throughput, selfheal / the ceiling (a no-work route, same stack)"
+    faster = judged["1 row, c=16: throughput, selfheal / MLServer"]  # the faster peer
     assert faster["ratio"] == pytest.approx(6000 / 2100)
     assert faster["met"] is False
-    assert judged["1 row, c=16: selfheal p99 ms"]["met"] is True
-    assert judged["1 row, c=16: selfheal / ceiling"]["met"] is True
-    assert judged["1 row, c=1: selfheal / ceiling"]["met"] is None  # shown, no target
-    assert judged["1000 rows, c=16: selfheal / mlserver"]["met"] is False
-    assert judged["1000 rows, c=16: selfheal / bentoml"]["met"] is True
-    assert not any(v["what"].startswith("1000 rows, c=1:") for v in judged.values())  # not run
+    assert judged["1 row, c=16: selfheal's p99"]["met"] is True
+    assert judged[f"1 row, c=16: {ceiling}"]["met"] is True
+    assert judged[f"1 row, c=1: {ceiling}"]["met"] is None  # shown, no target
+    assert judged["1000 rows, c=16: throughput, selfheal / MLServer"]["met"] is False
+    assert judged["1000 rows, c=16: throughput, selfheal / BentoML"]["met"] is True
+    assert not any(name.startswith("1000 rows, c=1:") for name in judged)  # not run
 
 
 def raw_document() -> dict[str, Any]:
