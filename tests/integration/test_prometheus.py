@@ -170,6 +170,26 @@ def _firing(url: str, name: str) -> dict[str, Any] | None:
     return None
 
 
+def _diagnosis(url: str, daemon: Any, killed: set[int]) -> str:
+    """What a failed wait needs to be understood: each target's last scrape, the gauge as
+    Prometheus and as the daemon see it, and the daemon's own account of the restarts."""
+    targets = httpx.get(f"{url}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+    scrapes = [
+        f"  {t['labels']['job']}: {t['health']} {t.get('lastError') or ''} "
+        f"({t.get('lastScrapeDuration', 0):.3f} s)"
+        for t in targets
+    ]
+    lines = [
+        f"killed {len(killed)} workers: {sorted(killed)}",
+        "targets:",
+        *scrapes,
+        f"selfheal_crash_loop in Prometheus: {_query(url, 'selfheal_crash_loop')}",
+        "daemon output (last 40 lines):",
+        *daemon.output().splitlines()[-40:],
+    ]
+    return "\n".join(lines)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(
@@ -231,7 +251,10 @@ def test_a_real_prometheus_sees_the_crash_loop_alert_fire(
                         killed.add(pid)
             return None
 
-        alert = wait_until(crash_loop_fired, 40, interval=0.3, what="SelfhealCrashLoop firing")
+        try:
+            alert = wait_until(crash_loop_fired, 60, interval=0.3, what="SelfhealCrashLoop firing")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_diagnosis(url, daemon, killed)}") from None
         assert alert is not None
         assert len(killed) >= 3  # more than restart.budget restarts
         assert alert["labels"]["job"] == "selfheal-daemon"
