@@ -6,7 +6,7 @@ CONFIG ?= config.toml
 
 .PHONY: run test chaos lint browser image bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
 	bench-serving-adult bench-footprint bench-growth bench-drift-adult bench-training bench-peers \
-	bench-peers-adult clean
+	bench-peers-adult bench-request-path clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,11 @@ bench-peers:
 
 bench-peers-adult:
 	$(PYTHON) -m bench.peers --model adult $(if $(QUICK),--quick) --json bench/out/peers_adult.json
+
+# A worker's request path in-process (no uvicorn): the fast path, the route alone, the ceiling.
+bench-request-path:
+	$(PYTHON) -m bench.request_path --json bench/out/request_path.json
+	$(PYTHON) -m bench.request_path --model adult --json bench/out/request_path_adult.json
 
 # Builds its own bench/.venv-drift (with Evidently, never a project dependency); QUICK=1 for a short run.
 bench-drift:

@@ -1,10 +1,10 @@
 """The short way through a worker for what it answers most: a small, well-formed ``POST /predict``.
 
 A one-row prediction through FastAPI's full stack (its middleware, the router, the request
-handler, dependency solving, the response classes) costs a worker about three times the work of
-the prediction itself once the request has to wait for its batch: measured in-process at 16
-concurrent one-row requests (California, the flattened trees), about 140 us of one core per
-request through the route and 50 us for the same work called directly (docs/BENCHMARKS.md).
+handler, dependency solving, the response classes) costs a worker far more than the work of the
+prediction itself once the request has to wait for its batch: at 16 concurrent one-row requests
+(California, ``python3 -m bench.request_path``) 235 us of CPU per request through the route
+against 126 us answered here, where FastAPI answering a constant costs 52 (docs/BENCHMARKS.md).
 ``PredictFastPath`` is an ASGI layer, the outermost of the service's own, that answers such a
 request itself with the very functions the route uses (``answer``: the batcher, the capture and
 the request id; ``encode``: the response body), and hands everything else to the app.

@@ -279,3 +279,15 @@ def test_the_app_answers_the_same_with_and_without_the_fast_path(loaded_store: M
     )
     assert total == 2 * len(BODIES)
     assert app.state.batcher._arriving == 0
+
+
+def test_through_the_app_only_what_the_fast_path_refuses_reaches_the_router(
+    loaded_store: ModelStore,
+) -> None:
+    """FastAPI's router notes the route it matched in the scope: the fast path never does."""
+    app = create_app(ServiceSettings(), loaded_store)
+    taken, refused = scope_of(length(GOOD)), scope_of(length(b"{}"))
+    assert call(app, taken, GOOD)[0] == 200
+    assert call(app, refused, b"{}")[0] == 422
+    assert "route" not in taken
+    assert refused["route"].path == "/predict"
