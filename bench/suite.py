@@ -436,7 +436,11 @@ def merge(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     rows = [r for r in old.get("rows", []) if r["part"] not in rerun] + new["rows"]
     order = {name: i for i, name in enumerate(PARTS)}
     rows.sort(key=lambda r: order.get(r["part"], len(order)))  # stable: each part's own order
-    reruns = [r for r in old.get("reruns", []) if not set(r["parts"]) <= set(rerun)]
+    reruns = []
+    for earlier in old.get("reruns", []):  # what a later run replaced is no longer its figures
+        superseded = sorted({*earlier.get("superseded", []), *(set(earlier["parts"]) & set(rerun))})
+        if set(superseded) < set(earlier["parts"]):
+            reruns.append({**earlier, "superseded": superseded} if superseded else earlier)
     reruns.append({"parts": rerun, "date": new["date"], "wall_s": new["wall_s"]})
     merged = {**old, "parts": {n: parts[n] for n in sorted(parts, key=lambda n: order.get(n, 99))}}
     merged.update(

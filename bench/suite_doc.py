@@ -124,12 +124,13 @@ def block(results: dict[str, Any]) -> str:
         "",
     ]
     for rerun in results.get("reruns", []):
-        names = ", ".join(PART_TITLES.get(n, n) for n in rerun["parts"])
+        current = [n for n in rerun["parts"] if n not in rerun.get("superseded", [])]
+        names = " and ".join(f'"{PART_TITLES.get(n, n)}"' for n in current)
         when = rerun["date"].replace("T", " ").removesuffix("Z")
         lines += [
             f"Run again on {when} UTC, alone ({rerun['wall_s'] / 60:.1f} min, `python3 -m "
-            f"bench.suite --parts {','.join(rerun['parts'])} --merge`): the rows of {names} are "
-            "from that run.",
+            f"bench.suite --parts {','.join(rerun['parts'])} --merge`): the rows of {names} "
+            "are from that run.",
             "",
         ]
     if results["mode"] == "quick":

@@ -80,3 +80,17 @@ def test_a_quick_run_is_never_merged_into_a_full_one() -> None:
     old = results("2026-12-01T10:00:00Z", {"peers": "old"})
     with pytest.raises(SystemExit, match="full run, not quick"):
         merge(old, results("2026-12-03T10:00:00Z", {"peers": "new"}, mode="quick"))
+
+
+def test_a_part_run_again_later_is_no_longer_credited_to_the_earlier_rerun() -> None:
+    old = results("2026-12-01T10:00:00Z", {"recovery": "old", "peers": "old", "serving": "old"})
+    both = merge(old, results("2026-12-02T10:00:00Z", {"peers": "second", "serving": "second"}))
+    again = merge(both, results("2026-12-03T10:00:00Z", {"serving": "third"}))
+    assert again["reruns"][0]["parts"] == ["peers", "serving"]  # what that run ran
+    assert again["reruns"][0]["superseded"] == ["serving"]
+    block = suite_doc.block(again)
+    first, second = (line for line in block.splitlines() if line.startswith("Run again"))
+    assert '--parts peers,serving --merge`): the rows of "' in first
+    assert "serving" not in first.split("the rows of")[1]
+    assert "--parts serving --merge" in second
+    assert [r["selfheal"] for r in again["rows"]] == ["old", "third", "second"]
