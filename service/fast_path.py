@@ -109,28 +109,17 @@ class PredictFastPath:
         self, scope: Scope, receive: Receive, send: Send, served: Served, length: int
     ) -> int | list[Message]:
         """Answer the request: its status; or the messages read, when the app is to answer."""
-        self.batcher.arriving()
+        self.batcher.arriving()  # as the route does: a batch forming may wait for this one
         messages: list[Message] = []
-        chunks: list[bytes] = []
-        read = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return self._pass_on(messages)  # the client went away
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            read += len(chunk)
-            if read > length:
-                return self._pass_on(messages)
-            if not message.get("more_body", False):
-                break
         try:
-            features = parse_predict_body(b"".join(chunks), self.max_rows, served.rows)
+            body = await _read_body(receive, length, messages)
+            if body is None:  # the client went away, or sent more than it said
+                return self._pass_on(messages)
+            features = parse_predict_body(body, self.max_rows, served.rows)
         except InputError:
             return self._pass_on(messages)
         except BaseException:
-            self.batcher.abandoned()
+            self.batcher.abandoned()  # cancelled, or a fault: nobody is coming to the batch
             raise
         try:
             answered = await self.answer(served, features, _header(scope, b"x-request-id"))
@@ -156,6 +145,25 @@ class PredictFastPath:
     def _pass_on(self, messages: list[Message]) -> list[Message]:
         self.batcher.abandoned()  # the app's route counts the request in again
         return messages
+
+
+async def _read_body(receive: Receive, length: int, messages: list[Message]) -> bytes | None:
+    """The whole body (every message read is appended to ``messages``); None if the client
+    disconnects first or sends more than ``length`` bytes."""
+    chunks: list[bytes] = []
+    read = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        read += len(chunk)
+        if read > length:
+            return None
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _replaying(messages: list[Message], receive: Receive) -> Receive:

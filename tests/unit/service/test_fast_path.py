@@ -224,6 +224,26 @@ def test_a_client_that_leaves_mid_body_and_a_body_longer_than_it_said(layer: Lay
     assert layer.batcher._arriving == 0
 
 
+def test_a_read_that_fails_leaves_no_request_for_the_batcher_to_wait_for(layer: Layer) -> None:
+    first = True
+
+    async def receive() -> Message:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": GOOD[:10], "more_body": True}
+        raise asyncio.CancelledError  # the server cancels the request mid-body
+
+    async def send(message: Message) -> None:
+        raise AssertionError(f"nothing is sent: {message}")
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(layer.fast(scope_of(length(GOOD)), receive, send))
+    assert layer.batcher._arriving == 0
+    assert layer.counted(500) == 1
+    assert layer.spy.calls == []
+
+
 def test_no_model_served_is_the_apps_answer(store: ModelStore) -> None:
     built = layer_around(store)
     assert call(built.fast, scope_of(length(GOOD)), GOOD)[0] == 299
