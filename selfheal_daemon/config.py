@@ -107,6 +107,34 @@ class ServiceConfig(_Section):
         return self
 
 
+class BackendConfig(_Section):
+    """Who runs the service: the daemon's own workers (``local``) or a Ray Serve application on
+    a Ray cluster (``ray``, with ``pip install 'selfheal[ray]'``). Under ``ray`` the service's
+    HTTP address is still ``service.host``/``service.port``: Serve's proxy on the head node."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str = "local"  # "local": a head on this machine (started if none); else host:port
+    head_port: int = Field(default=6379, ge=1, le=65535)  # the local head's GCS port
+    head_cpus: int = Field(default=0, ge=0, le=4096)  # CPUs the local head offers; 0: all
+    application: str = Field(default="selfheal", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+    replicas: int = Field(default=2, ge=1, le=1024)
+    replica_cpus: float = Field(default=0.5, gt=0, le=1024)
+    health_check_period_s: PositiveSeconds = 2.0
+    health_check_timeout_s: PositiveSeconds = 10.0
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if v == "local":
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"address must be 'local' or the cluster's GCS as host:port, got {v!r}"
+            )
+        return v
+
+
 class ProbeConfig(_Section):
     """Liveness probes of each worker."""
 
@@ -459,6 +487,7 @@ class Config(_Section):
     state_dir: Annotated[Path, Field(strict=False)] = Path("./var")
     model: ModelConfig | None = None
     service: ServiceConfig = ServiceConfig()
+    backend: BackendConfig = BackendConfig()
     probe: ProbeConfig = ProbeConfig()
     restart: RestartConfig = RestartConfig()
     resources: ResourcesConfig = ResourcesConfig()

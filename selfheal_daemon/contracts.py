@@ -90,3 +90,18 @@ def swap_request(version: str) -> dict[str, Any]:
 def capture_query(after: int, limit: int) -> dict[str, int]:
     """The query of ``GET /admin/capture``."""
     return {"after": after, "limit": limit}
+
+
+# ----- the service as a Ray Serve application (backend.kind = "ray") ---------------------------
+RAY_NAMESPACE = "selfheal"  # the Ray namespace of the hub (Serve's own actors are in "serve")
+RAY_HUB = "selfheal-hub"  # the detached actor replicas and daemon share (system/ray_hub.py)
+RAY_APP_IMPORT_PATH = "service.ray_serve:app"  # built by Serve's controller, not by the daemon
+RAY_DEPLOYMENT = "SelfhealReplica"
+
+
+def ray_user_config(version: str, sha256: str, attempt: str) -> dict[str, str]:
+    """The deployment's ``user_config``: the version every replica serves, by model hash, and
+    the deployment attempt it belongs to (a replica's refusal names it, so an old refusal is
+    never read as the answer to a new attempt). A new one reaches every running replica through
+    ``reconfigure``, in place."""
+    return {"version": version, "sha256": sha256, "attempt": attempt}

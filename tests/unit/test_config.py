@@ -23,6 +23,17 @@ def test_shipped_config_is_valid_and_equals_defaults() -> None:
     assert cfg == defaults
 
 
+def test_the_backend_is_the_local_workers_unless_asked() -> None:
+    """Ray is opt-in; an existing cluster is named by its GCS address."""
+    assert parse_config({}).backend.kind == "local"
+    cfg = parse_config({"backend": {"kind": "ray", "address": "10.0.0.5:6379", "replicas": 4}})
+    assert (cfg.backend.kind, cfg.backend.address, cfg.backend.replicas) == (
+        "ray",
+        "10.0.0.5:6379",
+        4,
+    )
+
+
 def test_empty_config_gives_safe_defaults() -> None:
     """With no keys, the service listens on loopback with two workers and the 0.70 gate."""
     cfg = parse_config({})
@@ -64,6 +75,12 @@ def test_empty_config_gives_safe_defaults() -> None:
         ({"logging": {"level": "LOUD"}}, "logging.level: Input should be"),
         ({"service": 5}, "service: Input should be a valid dictionary"),
         ({"source": "x"}, "source: unknown key"),
+        ({"backend": {"kind": "k8s"}}, "backend.kind: Input should be 'local' or 'ray'"),
+        ({"backend": {"address": "head"}}, "backend.address: address must be 'local'"),
+        ({"backend": {"address": "head:99999"}}, "as host:port, got 'head:99999'"),
+        ({"backend": {"replicas": 0}}, "backend.replicas: Input should be greater than or equal"),
+        ({"backend": {"replica_cpus": 0}}, "backend.replica_cpus: Input should be greater than 0"),
+        ({"backend": {"application": "my app"}}, "backend.application: String should match"),
     ],
 )
 def test_bad_values_name_key_and_reason(data: dict[str, Any], expected: str) -> None:

@@ -1,0 +1,349 @@
+"""The service as a Ray Serve application on a real two-node Ray cluster, on loopback only.
+
+A head and a second node (``ray.cluster_utils.Cluster``: separate raylets with a CPU each) in a
+network namespace of the test's own (``tests.ray_cluster``); the daemon's adapter
+(``supervision.ray_cluster.RayCluster``) deploys the application through Serve's controller, and
+requests go to Serve's HTTP proxy on 127.0.0.1 as a client's would. The tests run in order on one
+cluster: serve, swap in place, refuse and roll back, lose the second node, lose a replica to
+kill -9, reattach from a new process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+
+from selfheal_daemon.config import BackendConfig
+from selfheal_daemon.defaults import FEATURES, TARGET
+from selfheal_daemon.model.broken import NaNModel
+from selfheal_daemon.model.features import load_dataset
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.model.schema import Schema
+from selfheal_daemon.supervision.ray_policy import (
+    ClusterView,
+    Incident,
+    RayPolicyConfig,
+    RayState,
+    observe,
+)
+from tests.ray_cluster import can_isolate, descendants, loopback_only, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(300)]
+
+PORT = 18642
+URL = f"http://127.0.0.1:{PORT}"
+ROWS = 1500
+
+
+@dataclass
+class Env:
+    cluster: Any
+    second: Any
+    adapter: Any
+    registry: ModelRegistry
+    rows: list[dict[str, float]]
+    notes: dict[str, Any] = field(default_factory=dict)
+    policy: RayState = field(default_factory=lambda: RayState("v2", "v1"))
+    incidents: list[Incident] = field(default_factory=list)
+
+    def watch(self) -> ClusterView:
+        """A view of the cluster, fed to the supervision policy as the daemon feeds it."""
+        view: ClusterView = self.adapter.view()
+        decision = observe(view, self.policy, RayPolicyConfig(budget=5, window_s=60.0))
+        self.policy = decision.state
+        self.incidents.extend(a for a in decision.actions if isinstance(a, Incident))
+        return view
+
+
+def _register(registry: ModelRegistry, model: Any, schema: Schema, features: np.ndarray) -> str:
+    return registry.register(
+        model,
+        metrics={"r2": 0.7, "mae": 0.45},
+        reference=features[:200],
+        data_fingerprint="test",
+        data_rows=ROWS,
+        parent=None,
+        origin="test",
+        extra={"schema": schema.to_dict()},
+    )
+
+
+def _trained(registry: ModelRegistry) -> tuple[list[dict[str, float]], Schema, np.ndarray]:
+    frame = load_dataset(None).sample(n=ROWS, random_state=0)
+    features = frame[list(FEATURES)].to_numpy(dtype=np.float64)
+    bounds = {
+        name: (float(np.nanmin(features[:, j])), float(np.nanmax(features[:, j])))
+        for j, name in enumerate(FEATURES)
+    }
+    schema = Schema.california(bounds)
+    model = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("model", HistGradientBoostingRegressor(max_iter=20, random_state=0)),
+        ]
+    )
+    model.fit(schema.model_input(features), frame[TARGET].to_numpy(dtype=np.float64))
+    assert _register(registry, model, schema, features) == "v1"
+    assert _register(registry, model, schema, features) == "v2"
+    assert _register(registry, NaNModel(), schema, features) == "v3"  # fails its smoke test
+    rows = [dict(zip(FEATURES, map(float, r), strict=True)) for r in features[:50]]
+    return rows, schema, features
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    reason = can_isolate()
+    if reason:
+        pytest.skip(reason)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from ray.cluster_utils import Cluster
+
+    from selfheal_daemon.supervision.ray_cluster import RayCluster
+
+    registry = ModelRegistry(tmp_path_factory.mktemp("ray") / "registry")
+    rows, _schema, _features = _trained(registry)
+    with loopback_only():
+        cluster = Cluster(
+            initialize_head=True,
+            connect=False,
+            head_node_args={"num_cpus": 1, "include_dashboard": False},
+        )
+        second = cluster.add_node(num_cpus=1)
+        backend = BackendConfig(
+            kind="ray",
+            address=cluster.address,
+            replicas=2,
+            replica_cpus=0.5,
+            health_check_period_s=1.0,
+            health_check_timeout_s=5.0,
+        )
+        adapter = RayCluster(
+            backend,
+            host="127.0.0.1",
+            port=PORT,
+            settings={"capture_rows": 5000, "feedback_rows": 5000},
+            capture_rows=5000,
+            feedback_rows=5000,
+            run_dir=tmp_path_factory.mktemp("run"),
+        )
+        adapter.connect()
+        try:
+            yield Env(cluster, second, adapter, registry, rows)
+        finally:
+            adapter.disconnect()
+            cluster.shutdown()
+
+
+class Steady:
+    """A client sending one-row requests back to back on a thread; counts what failed."""
+
+    def __init__(self, rows: list[dict[str, float]]) -> None:
+        self.rows = rows
+        self.ok = 0
+        self.failed: list[str] = []
+        self.versions: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Steady:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=URL, timeout=10.0) as client:
+            i = 0
+            while not self._stop.is_set():
+                i += 1
+                try:
+                    r = client.post("/predict", json=self.rows[i % len(self.rows)])
+                except httpx.HTTPError as exc:
+                    self.failed.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if r.status_code == 200:
+                    self.ok += 1
+                    self.versions.append(r.json()["model_version"])
+                else:
+                    self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
+
+
+def _all_on(env: Env, version: str, *, without_replica: str = "", without_node: str = "") -> Any:
+    """The cluster's view once both replicas run ``version`` (none of them ``without_replica``,
+    none on node ``without_node``, which is dead by then), else None: one view, no race."""
+    view = env.watch()
+    settled = (
+        view.running == 2
+        and len(view.replicas) == 2
+        and all(r.version == version for r in view.replicas)
+        and all(r.replica != without_replica for r in view.replicas)
+        and all(r.node != without_node for r in view.replicas)
+        and not any(n.alive for n in view.nodes if n.node == without_node)
+    )
+    return view if settled else None
+
+
+def test_serves_the_local_workers_app_on_every_replica(env: Env) -> None:
+    result = env.adapter.promote(env.registry, "v1", rollback_to=None, timeout_s=120)
+    assert result.ok, result
+    view = env.adapter.view()
+    assert view.status == "RUNNING"
+    assert view.running == 2
+    assert {r.version for r in view.replicas} == {"v1"}
+    assert len({r.pid for r in view.replicas}) == 2
+    assert sum(n.alive for n in view.nodes) == 2
+    assert len({r.node for r in view.replicas}) == 2  # Serve spreads them: one on each node
+    with httpx.Client(base_url=URL, timeout=10.0) as client:
+        one = client.post("/predict", json=env.rows[0])
+        assert one.status_code == 200, one.text
+        assert one.json()["model_version"] == "v1"
+        batch = client.post("/predict", json={"instances": env.rows[:20]})
+        assert batch.status_code == 200
+        assert len(batch.json()["predictions"]) == 20
+        bad = client.post("/predict", json={"MedInc": "lots"})
+        assert bad.status_code == 422  # the same validation as a local worker
+        assert client.get("/ready").json()["model_version"] == "v1"
+        assert client.get("/health").status_code == 200
+        oip = client.get("/v2/health/ready")
+        assert oip.status_code == 200
+        # the daemon's routes are not reachable through Serve's proxy
+        assert client.get("/admin/capture").status_code == 404
+        assert client.post("/admin/model", json={"version": "v2"}).status_code == 404
+        request_id = one.json()["request_id"]
+        feedback = client.post("/feedback", json={"request_id": request_id, "label": 1.5})
+        assert feedback.status_code == 202, feedback.text
+
+    def captured() -> dict[str, Any] | None:
+        found: dict[str, Any] = env.adapter.capture(0)
+        ids = {e["request_id"] for e in found["predictions"]}
+        joined = any(e["request_id"] == request_id for e in found["feedback"])
+        return found if request_id in ids and joined else None
+
+    found = wait_until(captured, 20)
+    assert found is not None, env.adapter.capture(0)
+    assert sum(len(e["predictions"]) for e in found["predictions"]) >= 21
+    assert found["next"] >= len(found["predictions"]) + len(found["feedback"])
+    assert env.adapter.capture(found["next"])["predictions"] == []
+
+
+def test_a_new_version_reaches_every_replica_in_place_with_no_failed_request(env: Env) -> None:
+    before = {r.replica: r.pid for r in env.adapter.view().replicas}
+    with Steady(env.rows) as client:
+        time.sleep(1.0)
+        result = env.adapter.promote(env.registry, "v2", rollback_to="v1", timeout_s=120)
+        time.sleep(1.0)
+    assert result.ok, result
+    assert client.failed == [], client.failed[:5]
+    assert client.ok > 20
+    assert client.versions[0] == "v1"
+    assert client.versions[-1] == "v2"
+    after = {r.replica: r.pid for r in env.adapter.view().replicas}
+    assert after == before  # reconfigured in place: same replicas, same processes
+    env.notes["swap_s"] = result.seconds
+
+
+def test_a_version_one_replica_refuses_rolls_every_replica_back(env: Env) -> None:
+    before = {r.replica: r.pid for r in env.adapter.view().replicas}
+    with Steady(env.rows) as client:
+        result = env.adapter.promote(env.registry, "v3", rollback_to="v2", timeout_s=120)
+        assert wait_until(lambda: _all_on(env, "v2"), 60)
+    assert not result.ok
+    assert result.refused, result
+    assert all("SmokeTestError" in reason for reason in result.refused.values())
+    assert client.failed == [], client.failed[:5]
+    assert set(client.versions) == {"v2"}  # the refused version never answered a request
+    assert {r.replica: r.pid for r in env.adapter.view().replicas} == before
+
+
+def test_the_second_node_stopped_its_replicas_are_rescheduled(env: Env) -> None:
+    second_id = env.second.node_id
+    on_second = [r for r in env.watch().replicas if r.node == second_id]
+    env.incidents.clear()
+    procs = [p for r in on_second if r.pid for p in descendants(r.pid)]
+    with Steady(env.rows) as client:
+        time.sleep(1.0)
+        env.cluster.remove_node(env.second, allow_graceful=False)
+        stopped = time.monotonic()
+        back = wait_until(lambda: _all_on(env, "v2", without_node=second_id), 150)
+        recovered_s = time.monotonic() - stopped
+    assert on_second, "no replica ran on the second node"
+    assert back, env.adapter.view()
+    # Ray sees the replica's actor gone before it declares the node dead: both are incidents,
+    # each resolved once both replicas serve again, off the lost node
+    lost = {f"node:{second_id}", *(f"replica:{r.replica}" for r in on_second)}
+    opened = {i.scope for i in env.incidents if i.outcome is None}
+    resolved = {i.scope: i.details["recovered_s"] for i in env.incidents if i.outcome}
+    assert opened == lost
+    assert set(resolved) == lost
+    assert all(0 < seconds <= recovered_s for seconds in resolved.values())
+    assert all(not p.is_running() for p in procs)
+    assert len(client.failed) <= 4, client.failed  # those in flight on the lost node's replicas
+    env.notes["node_recovered_s"] = round(recovered_s, 2)
+
+
+def test_a_killed_replica_is_replaced_by_ray_and_only_its_requests_fail(env: Env) -> None:
+    view = env.watch()
+    victim = view.replicas[0]
+    env.incidents.clear()
+    assert victim.pid is not None
+    with Steady(env.rows) as client:
+        time.sleep(1.0)
+        os.kill(victim.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        back = wait_until(lambda: _all_on(env, "v2", without_replica=victim.replica), 90)
+        recovered_s = time.monotonic() - killed
+        time.sleep(1.0)
+    assert back, env.adapter.view()
+    assert [(i.scope, i.detection, i.outcome) for i in env.incidents] == [
+        (f"replica:{victim.replica}", "replica_exited", None),
+        (f"replica:{victim.replica}", "replica_exited", "resolved"),
+    ]
+    assert env.incidents[1].details["recovered_s"] <= recovered_s
+    assert len(client.failed) <= 2, client.failed  # at most the requests in flight on it
+    assert client.ok > 20
+    env.notes["replica_recovered_s"] = round(recovered_s, 2)
+
+
+def test_a_new_driver_reattaches_without_restarting_a_replica(env: Env) -> None:
+    before = sorted((r.replica, r.pid) for r in env.adapter.view().replicas)
+    script = f"""
+import json
+from selfheal_daemon.config import BackendConfig
+from selfheal_daemon.supervision.ray_cluster import RayCluster
+a = RayCluster(BackendConfig(kind="ray", address={env.adapter.address!r}), host="127.0.0.1",
+               port={PORT}, settings={{}}, capture_rows=5000, feedback_rows=5000, run_dir=None)
+a.connect()
+print(json.dumps(sorted([r.replica, r.pid] for r in a.view().replicas)))
+a.disconnect()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [tuple(x) for x in seen] == before
+    assert sorted((r.replica, r.pid) for r in env.adapter.view().replicas) == before
+    print("ray backend figures:", env.notes)
