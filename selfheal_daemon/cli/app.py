@@ -43,7 +43,8 @@ app.command("init")(init_command)
 def run(config: ConfigOption = None) -> None:
     """Run in the foreground: train the first model if needed, start the workers, supervise them.
 
-    Ctrl-C or SIGTERM stops every worker before the command returns.
+    Ctrl-C or SIGTERM stops every worker before the command returns. With backend.kind = "ray"
+    the replicas are a Ray Serve application's: they go on serving after the daemon stops.
     """
     from selfheal_daemon.daemon.runner import run_daemon
     from selfheal_daemon.logs import configure_logging

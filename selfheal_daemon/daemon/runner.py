@@ -19,6 +19,7 @@ from selfheal_daemon.control.server import (
 )
 from selfheal_daemon.daemon.bridge import DaemonControl
 from selfheal_daemon.daemon.loop import Daemon, Item
+from selfheal_daemon.errors import ConfigError
 from selfheal_daemon.model.bootstrap import ensure_model
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.alerts import Alerts
@@ -40,6 +41,16 @@ from selfheal_daemon.system.systemd import SystemdNotifier
 
 def run_daemon(cfg: Config) -> None:
     """Foreground run: prepare the state dir, make sure a model exists, supervise until stopped."""
+    if cfg.backend.kind == "ray":
+        try:
+            from selfheal_daemon.daemon.ray_runner import run_ray_daemon  # imports Ray
+        except ImportError as exc:
+            raise ConfigError(
+                f"backend.kind: 'ray' needs Ray, which is not installed ({exc}); "
+                "pip install 'selfheal[ray]'"
+            ) from None
+        run_ray_daemon(cfg)
+        return
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir.mkdir(mode=0o700, exist_ok=True)
     claim_daemon_pidfile(cfg.run_dir)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
@@ -294,7 +296,8 @@ def test_the_second_node_stopped_its_replicas_are_rescheduled(env: Env) -> None:
     assert opened == lost
     assert set(resolved) == lost
     assert all(0 < seconds <= recovered_s for seconds in resolved.values())
-    assert all(not p.is_running() for p in procs)
+    _gone, alive = psutil.wait_procs(procs, timeout=30)
+    assert alive == []  # the lost node's processes are dead, not just unreachable
     assert len(client.failed) <= 4, client.failed  # those in flight on the lost node's replicas
     env.notes["node_recovered_s"] = round(recovered_s, 2)
 
@@ -347,3 +350,84 @@ a.disconnect()
     assert [tuple(x) for x in seen] == before
     assert sorted((r.replica, r.pid) for r in env.adapter.view().replicas) == before
     print("ray backend figures:", env.notes)
+
+
+def _daemon(state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "selfheal_daemon", "run", "--config", str(state_dir / "c.toml")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+
+
+def _records(state_dir: Path) -> list[dict[str, Any]]:
+    from selfheal_daemon.record.audit import read_records
+
+    directory = state_dir / "audit"
+    return list(read_records(directory)) if directory.exists() else []
+
+
+def _count(state_dir: Path, detection: str, outcome: str | None = None) -> int:
+    return sum(
+        r.get("detection") == detection and (outcome is None or r.get("outcome") == outcome)
+        for r in _records(state_dir)
+    )
+
+
+def test_the_daemon_reattaches_records_a_replica_failure_and_survives_its_own_kill9(
+    env: Env, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    shutil.copytree(env.registry.root, state_dir / "registry")
+    registry = ModelRegistry(state_dir / "registry")
+    registry.set_alias("current", "v2")
+    registry.set_alias("last_good", "v1")
+    (state_dir / "c.toml").write_text(
+        f"""state_dir = "{state_dir}"
+[service]
+port = {PORT}
+[backend]
+kind = "ray"
+address = "{env.adapter.address}"
+replicas = 2
+replica_cpus = 0.5
+health_check_period_s = 0.5
+"""
+    )
+    before = sorted((r.replica, r.pid) for r in env.adapter.view().replicas)
+    log = tmp_path / "daemon.log"
+    daemon = _daemon(state_dir, log)
+    try:
+        assert wait_until(lambda: _count(state_dir, "reattached"), 90), _records(state_dir)
+        assert sorted((r.replica, r.pid) for r in env.adapter.view().replicas) == before
+        victim = env.adapter.view().replicas[0]
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        resolved = wait_until(lambda: _count(state_dir, "replica_exited", "resolved"), 90)
+        assert resolved, _records(state_dir)
+        steps = [r for r in _records(state_dir) if r.get("detection") == "replica_exited"]
+        assert [r["outcome"] for r in steps] == [None, "resolved"]
+        assert steps[0]["incident_id"] == steps[1]["incident_id"]
+        assert steps[0]["details"]["replica"] == victim.replica
+        assert steps[1]["time_to_resolution_s"] > 0
+        assert wait_until(lambda: _all_on(env, "v2"), 60)
+        serving = sorted((r.replica, r.pid) for r in env.adapter.view().replicas)
+
+        daemon.kill()  # kill -9 of the daemon: the replicas are Ray's and go on
+        daemon.wait(timeout=30)
+        with httpx.Client(base_url=URL, timeout=10.0) as client:
+            assert client.post("/predict", json=env.rows[0]).status_code == 200
+        daemon = _daemon(state_dir, log)
+        assert wait_until(lambda: _count(state_dir, "reattached") == 2, 90), log.read_text()[-3000:]
+        assert sorted((r.replica, r.pid) for r in env.adapter.view().replicas) == serving
+
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
+        with httpx.Client(base_url=URL, timeout=10.0) as client:
+            assert client.post("/predict", json=env.rows[0]).json()["model_version"] == "v2"
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=30)

@@ -1,0 +1,250 @@
+"""``selfheal run`` with ``backend.kind = "ray"``: supervise a Ray Serve application.
+
+Ray runs and restarts the replicas; this loop makes sure they serve the registry's ``current``
+version (deploying it, or reattaching to replicas that already serve it, without restarting
+one), watches the cluster every ``backend.health_check_period_s``, writes every replica failure
+and lost node to the audit trail with its time to recover (``supervision.ray_policy``), and rolls
+the model back to ``last_good`` when replicas crash-loop after a model change.
+
+Stopping the daemon leaves the application serving (it is Ray's, and detached); a restarted
+daemon reattaches to it. What the local backend's loop also does (the control endpoint, the
+monitor with drift and retraining, drills) does not run on this backend yet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+
+from loguru import logger
+
+from selfheal_daemon.clock import Clock, SystemClock
+from selfheal_daemon.config import Config
+from selfheal_daemon.errors import SelfhealError
+from selfheal_daemon.model.bootstrap import ensure_model
+from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.record.audit import AuditLog, read_records
+from selfheal_daemon.record.metrics import DaemonMetrics
+from selfheal_daemon.record.recorder import Recorder
+from selfheal_daemon.supervision.ray_cluster import RayCluster, SwapResult
+from selfheal_daemon.supervision.ray_policy import (
+    ClusterView,
+    Incident,
+    RayPolicyConfig,
+    RayState,
+    RollBack,
+    model_changed,
+    observe,
+)
+from selfheal_daemon.system.process import claim_daemon_pidfile, release_daemon_pidfile
+from selfheal_daemon.system.systemd import SystemdNotifier
+
+DEPLOY_TIMEOUT_S = 300.0  # the first deploy starts every replica: imports, then a model load
+
+
+def service_settings(cfg: Config) -> dict[str, object]:
+    """The ``ServiceSettings`` of every replica, from the ``[service]`` and ``[monitor]`` keys."""
+    svc = cfg.service
+    return {
+        "max_batch_rows": svc.max_batch_rows,
+        "max_body_bytes": svc.max_body_bytes,
+        "batch_window_ms": svc.batch_window_ms,
+        "batch_max_rows": svc.batch_max_rows,
+        "drain_s": svc.drain_s,
+        "capture_rows": cfg.monitor.capture_rows,
+        "feedback_rows": cfg.monitor.feedback_rows,
+        "observe": svc.observe,
+    }
+
+
+def run_ray_daemon(cfg: Config) -> None:
+    """Foreground run on a Ray cluster until SIGTERM or SIGINT."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg.run_dir.mkdir(mode=0o700, exist_ok=True)
+    claim_daemon_pidfile(cfg.run_dir)
+    notifier = SystemdNotifier.from_environ()
+    clock = SystemClock()
+    audit = AuditLog(
+        cfg.audit_dir,
+        clock=clock,
+        rotate_bytes=int(cfg.audit.rotate_mb * 2**20),
+        retain_files=cfg.audit.retain_files,
+        compress=cfg.audit.compress,
+    )
+    try:
+        registry = ModelRegistry(cfg.registry_dir)
+        ensure_model(cfg, registry, progress=lambda msg: logger.info("training: {}", msg))
+        cluster = RayCluster(
+            cfg.backend,
+            host=cfg.service.host,
+            port=cfg.service.port,
+            settings=service_settings(cfg),
+            capture_rows=cfg.monitor.capture_rows * cfg.backend.replicas,
+            feedback_rows=cfg.monitor.feedback_rows * cfg.backend.replicas,
+            run_dir=cfg.run_dir,
+        )
+        recorder = Recorder(audit, clock, DaemonMetrics())
+        RayLoop(
+            cfg,
+            cluster=cluster,
+            registry=registry,
+            recorder=recorder,
+            clock=clock,
+            notifier=notifier,
+        ).run()
+    finally:
+        audit.close()
+        notifier.close()
+        release_daemon_pidfile(cfg.run_dir)
+
+
+class RayLoop:
+    """Deploy or reattach, then watch the cluster until told to stop."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        cluster: RayCluster,
+        registry: ModelRegistry,
+        recorder: Recorder,
+        clock: Clock,
+        notifier: SystemdNotifier,
+    ) -> None:
+        self.cfg = cfg
+        self.cluster = cluster
+        self.registry = registry
+        self.recorder = recorder
+        self.clock = clock
+        self.notifier = notifier
+        self.policy_cfg = RayPolicyConfig(budget=cfg.restart.budget, window_s=cfg.restart.window_s)
+        self.stop = threading.Event()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        logger.info("{} received: leaving the application to Ray", signal.Signals(signum).name)
+        self.stop.set()
+
+    def run(self) -> None:
+        self.recorder.seed(read_records(self.recorder.audit.directory))
+        self.cluster.connect()
+        # after ray.init, which installs a SIGTERM handler of its own that exits at once
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        serving = self.registry.alias("current")
+        last_good = self.registry.alias("last_good")
+        if serving is None:
+            raise SelfhealError("the registry names no current version")
+        self.recorder.bookkeeping(
+            "lifecycle",
+            "daemon_start",
+            {"pid": os.getpid(), "backend": "ray", "address": self.cluster.address},
+        )
+        serving, seen = self._serve(serving, last_good)
+        state = model_changed(RayState(serving, last_good), serving, last_good, self._now())
+        state = observe(seen, state, self.policy_cfg).state  # the replicas it found or started
+        status = f"{self.cfg.backend.replicas} Ray replicas, model {serving}"
+        self.notifier.ready(status)
+        logger.success(
+            "serving model {} on http://{}:{} with {} Ray replica(s)",
+            serving,
+            self.cfg.service.host,
+            self.cfg.service.port,
+            self.cfg.backend.replicas,
+        )
+        try:
+            while not self.stop.wait(self.cfg.backend.health_check_period_s):
+                state = self._watch(state)
+                self.notifier.watchdog()
+                self.recorder.audit.flush_pending()
+        finally:
+            self.recorder.bookkeeping("lifecycle", "daemon_stop", {"pid": os.getpid()})
+            self.cluster.disconnect()
+            self.notifier.stopping()
+
+    def _now(self) -> float:
+        return self.clock.monotonic()
+
+    def _serve(self, version: str, last_good: str | None) -> tuple[str, ClusterView]:
+        """Make every replica serve ``version``: reattach when they already do, else deploy it
+        (falling back to ``last_good`` if a replica refuses). The version served, and the
+        replicas found serving it (a replica lost from then on is an incident)."""
+        sha256 = str(self.registry.info(version).meta["sha256"])
+        view = self.cluster.view()
+        if view.settled(version) and all(r.sha256 == sha256 for r in view.replicas):
+            replicas = [{"replica": r.replica, "pid": r.pid, "node": r.node} for r in view.replicas]
+            self.recorder.bookkeeping(
+                "lifecycle", "reattached", {"version": version, "replicas": replicas}
+            )
+            logger.info("reattached to {} replicas serving {}", len(replicas), version)
+            return version, view
+        fallback = last_good if last_good != version else None
+        result = self.cluster.promote(self.registry, version, fallback, DEPLOY_TIMEOUT_S)
+        if result.ok:
+            self.recorder.bookkeeping(
+                "lifecycle", "deployed", {"version": version, "seconds": result.seconds}
+            )
+            return version, self.cluster.view()
+        self._deployment_failed(result, fallback)
+        if fallback is None:
+            raise SelfhealError(f"no replica serves {version}: {result.refused or result.pending}")
+        self.registry.set_alias("current", fallback)
+        return fallback, self.cluster.view()
+
+    def _deployment_failed(self, result: SwapResult, fallback: str | None) -> None:
+        self.recorder.record(
+            "deployment_failure",
+            None,
+            detection="replica_refused" if result.refused else "not_all_replicas_on_version",
+            action="rollback" if fallback else "none",
+            details={
+                "version": result.version,
+                "refused": result.refused,
+                "pending": list(result.pending),
+                "rolled_back_to": fallback,
+            },
+            outcome="resolved" if fallback else "failed",
+        )
+
+    def _watch(self, state: RayState) -> RayState:
+        try:
+            view = self.cluster.view()
+        except Exception as exc:  # the GCS restarting, say: the next period tries again
+            logger.warning("cannot read the Ray cluster's state: {}", exc)
+            return state
+        decision = observe(view, state, self.policy_cfg)
+        state = decision.state
+        for action in decision.actions:
+            if isinstance(action, Incident):
+                logger.warning("{} {}: {}", action.issue, action.scope, action.detection)
+                self.recorder.record(
+                    action.issue,
+                    action.scope,
+                    detection=action.detection,
+                    action=action.action,
+                    details=action.details,
+                    outcome=action.outcome,
+                )
+            elif isinstance(action, RollBack):
+                state = self._roll_back(state, action)
+        return state
+
+    def _roll_back(self, state: RayState, action: RollBack) -> RayState:
+        logger.error(
+            "crash loop: rolling every replica back to {} ({})", action.version, action.reason
+        )
+        result = self.cluster.promote(self.registry, action.version, None, DEPLOY_TIMEOUT_S)
+        outcome = "resolved" if result.ok else "failed"
+        self.recorder.record(
+            "crash_loop",
+            "replicas",
+            detection="replica_failures_over_budget",
+            action="rollback",
+            details={"to": action.version, "seconds": result.seconds, "refused": result.refused},
+            outcome=outcome,
+        )
+        if not result.ok:
+            return state
+        self.registry.set_alias("current", action.version)
+        return model_changed(state, action.version, state.last_good, self._now())
