@@ -7,27 +7,37 @@ and lost node to the audit trail with its time to recover (``supervision.ray_pol
 the model back to ``last_good`` when replicas crash-loop after a model change.
 
 Stopping the daemon leaves the application serving (it is Ray's, and detached); a restarted
-daemon reattaches to it. What the local backend's loop also does (the control endpoint, the
-monitor with drift and retraining, drills) does not run on this backend yet.
+daemon reattaches to it. The model's own healing is the local backend's (``lifecycle.healer``):
+the monitoring pass reads every replica's capture from the hub, and drift, retraining, the gate
+and performance drops work unchanged; a promotion goes to every replica through
+``lifecycle.ray_deployer``. The control endpoint and drills do not run on this backend yet.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
+from dataclasses import dataclass, replace
 from types import FrameType
+from typing import Any
 
 from loguru import logger
 
 from selfheal_daemon.clock import Clock, SystemClock
 from selfheal_daemon.config import Config
 from selfheal_daemon.errors import SelfhealError
+from selfheal_daemon.lifecycle.events import ModelState, ServingChanged
+from selfheal_daemon.lifecycle.healer import MODEL_EVENTS, Healing, Observations
+from selfheal_daemon.lifecycle.ray_deployer import RayDeployer
+from selfheal_daemon.lifecycle.worker_admin import AdminReply
 from selfheal_daemon.model.bootstrap import ensure_model
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.audit import AuditLog, read_records
 from selfheal_daemon.record.metrics import DaemonMetrics
-from selfheal_daemon.record.recorder import Recorder
+from selfheal_daemon.record.recorder import Recorder, Report
+from selfheal_daemon.supervision.events import ModelChanged
 from selfheal_daemon.supervision.ray_cluster import RayCluster, SwapResult
 from selfheal_daemon.supervision.ray_policy import (
     ClusterView,
@@ -42,6 +52,18 @@ from selfheal_daemon.system.process import claim_daemon_pidfile, release_daemon_
 from selfheal_daemon.system.systemd import SystemdNotifier
 
 DEPLOY_TIMEOUT_S = 300.0  # the first deploy starts every replica: imports, then a model load
+CAPTURE_LIMIT_ROWS = 100_000  # most rows one monitoring pass reads from the hub
+
+
+@dataclass(frozen=True)
+class _HubSource:
+    """The monitor's one capture source on Ray: the hub, which gathers every replica's."""
+
+    pid: int = 0
+    worker: int = 0
+
+
+HUB = _HubSource()
 
 
 def service_settings(cfg: Config) -> dict[str, object]:
@@ -121,6 +143,8 @@ class RayLoop:
         self.notifier = notifier
         self.policy_cfg = RayPolicyConfig(budget=cfg.restart.budget, window_s=cfg.restart.window_s)
         self.stop = threading.Event()
+        self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.state = RayState(None, None)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         logger.info("{} received: leaving the application to Ray", signal.Signals(signum).name)
@@ -143,7 +167,23 @@ class RayLoop:
         )
         serving, seen = self._serve(serving, last_good)
         state = model_changed(RayState(serving, last_good), serving, last_good, self._now())
-        state = observe(seen, state, self.policy_cfg).state  # the replicas it found or started
+        self.state = observe(seen, state, self.policy_cfg).state  # the replicas found or started
+        self.healing = Healing(
+            self.cfg,
+            clock=self.clock,
+            registry=self.registry,
+            pool=None,
+            post=self.events.put,
+            apply=self._report,
+            recorder=self.recorder,
+            ready_handles=lambda: [HUB],
+            serving=lambda: self.state.serving or "",
+            initial=ModelState(serving=serving, last_good=last_good),
+            deployer=RayDeployer(self.cluster, self.registry, self.events.put),
+            fetch=self._fetch,
+        )
+        monitor = threading.Thread(target=self._monitor, name="monitor", daemon=True)
+        monitor.start()
         status = f"{self.cfg.backend.replicas} Ray replicas, model {serving}"
         self.notifier.ready(status)
         logger.success(
@@ -154,14 +194,86 @@ class RayLoop:
             self.cfg.backend.replicas,
         )
         try:
-            while not self.stop.wait(self.cfg.backend.health_check_period_s):
-                state = self._watch(state)
-                self.notifier.watchdog()
-                self.recorder.audit.flush_pending()
+            self._loop()
         finally:
+            self.stop.set()
+            self.healing.close()
             self.recorder.bookkeeping("lifecycle", "daemon_stop", {"pid": os.getpid()})
             self.cluster.disconnect()
             self.notifier.stopping()
+
+    def _loop(self) -> None:
+        """Model events as they come; the cluster's state every ``health_check_period_s``."""
+        period = self.cfg.backend.health_check_period_s
+        next_watch = self._now() + period
+        while not self.stop.is_set():
+            try:
+                item = self.events.get(timeout=max(0.0, next_watch - self._now()))
+            except queue.Empty:
+                item = None
+            if isinstance(item, Observations):
+                self.healing.observe(item)
+            elif isinstance(item, ModelChanged):
+                self._model_changed(item.serving, item.last_good)
+            elif isinstance(item, MODEL_EVENTS):
+                self.healing.handle(item)
+            if self._now() >= next_watch:
+                self.state = self._watch(self.state)
+                self._confirm()
+                self.notifier.watchdog()
+                self.recorder.audit.flush_pending()
+                next_watch = self._now() + period
+
+    def _monitor(self) -> None:
+        """The monitoring pass every ``monitor.interval_s`` (drift, performance, incoming data),
+        on a thread of its own: it only posts what it saw."""
+        while not self.stop.wait(self.cfg.monitor.interval_s):
+            self.healing.scheduled_pass()
+
+    def _fetch(self, _source: object, after: int) -> AdminReply:
+        """What every replica captured after ``after``, gathered by the hub."""
+        try:
+            body = self.cluster.capture(after, CAPTURE_LIMIT_ROWS)
+        except Exception as exc:  # the hub unreachable for a moment: the next pass reads it
+            return AdminReply(False, None, f"{type(exc).__name__}: {exc}")
+        return AdminReply(True, 200, "", body)
+
+    def _report(self, report: Report) -> None:
+        outcome = report.outcome or "detected"
+        text = f"{report.issue} {outcome} ({report.detection}): {report.details}"
+        if report.outcome == "escalated":
+            logger.error("{}", text)
+        else:
+            logger.info("{}", text)
+        self.recorder.report(report)
+
+    def _model_changed(self, serving: str, last_good: str | None) -> None:
+        """A new version serves on every replica: crash-loop counting starts over for it."""
+        self.state = model_changed(self.state, serving, last_good, self._now())
+        self.healing.handle(ServingChanged(serving, last_good))
+
+    def _confirm(self) -> None:
+        """A version that served ``restart.stable_after_s`` with every replica up and no crash
+        loop becomes ``last_good``, the rollback target."""
+        state = self.state
+        stable = self.cfg.restart.stable_after_s
+        if (
+            state.serving is None
+            or state.serving == state.last_good
+            or state.changed_at is None
+            or self._now() - state.changed_at < stable
+            or state.crash_loop
+            or state.outages
+        ):
+            return
+        try:
+            self.registry.set_alias("last_good", state.serving)
+        except (SelfhealError, OSError) as exc:
+            logger.error("cannot move last_good to {}: {}", state.serving, exc)
+            return
+        logger.info("{} served {:g} s on every replica: now last_good", state.serving, stable)
+        self.state = replace(state, last_good=state.serving)
+        self.healing.handle(ServingChanged(state.serving, state.serving))
 
     def _now(self) -> float:
         return self.clock.monotonic()
@@ -247,4 +359,5 @@ class RayLoop:
         if not result.ok:
             return state
         self.registry.set_alias("current", action.version)
+        self.healing.handle(ServingChanged(action.version, state.last_good))
         return model_changed(state, action.version, state.last_good, self._now())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from loguru import logger
 
@@ -31,6 +31,13 @@ from selfheal_daemon.supervision.events import ModelChanged
 from selfheal_daemon.supervision.pool import WorkerHandle, WorkerPool
 
 SWAP_TIMEOUT_S = 60.0  # loading a model and checking its fast path takes a few hundred ms
+
+
+class ModelDeployer(Protocol):
+    """Carries out a ``Deploy`` on its own thread and posts ``DeployFinished`` (and
+    ``ModelChanged`` once ``current`` moved): ``Deployer`` here, ``RayDeployer`` on Ray."""
+
+    def deploy(self, action: Deploy) -> None: ...
 
 
 class Deployer:
@@ -140,7 +147,7 @@ class Deployer:
         )
         back = [h.pid for h in swapped if self._swap(h, action.rollback_to)]
         details: dict[str, Any] = {
-            "detection": _detection(problem),
+            "detection": detection_of(problem),
             "worker": failed.worker,
             "pid": failed.pid,
             "error": problem,
@@ -158,7 +165,7 @@ class Deployer:
         return DeployFinished(action.version, ok=False, rolled_back=not back, details=details)
 
 
-def _detection(problem: str) -> str:
+def detection_of(problem: str) -> str:
     text = problem.lower()
     if "schemabreakerror" in text or "would break clients" in text:
         return "schema_incompatible"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,7 @@ from loguru import logger
 
 from selfheal_daemon.clock import Clock
 from selfheal_daemon.config import Config
-from selfheal_daemon.lifecycle.deployer import Deployer
+from selfheal_daemon.lifecycle.deployer import Deployer, ModelDeployer
 from selfheal_daemon.lifecycle.events import (
     Deploy,
     DeployFinished,
@@ -41,13 +41,18 @@ from selfheal_daemon.lifecycle.events import (
     ServingChanged,
     StartRetrain,
 )
-from selfheal_daemon.lifecycle.monitor import CAPTURE_TIMEOUT_S, Monitor, QualityChecked
+from selfheal_daemon.lifecycle.monitor import (
+    CAPTURE_TIMEOUT_S,
+    CaptureSource,
+    Monitor,
+    QualityChecked,
+)
 from selfheal_daemon.lifecycle.policy import decide_model
 from selfheal_daemon.lifecycle.retrain_runner import RetrainRunner
-from selfheal_daemon.lifecycle.worker_admin import fetch_capture
+from selfheal_daemon.lifecycle.worker_admin import AdminReply, fetch_capture
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.record.recorder import Recorder, Report
-from selfheal_daemon.supervision.pool import WorkerHandle, WorkerPool
+from selfheal_daemon.supervision.pool import WorkerPool
 from selfheal_daemon.system.files import atomic_write_json
 
 MODEL_STATE_FILE = "model_state.json"
@@ -84,14 +89,18 @@ class Healing:
         *,
         clock: Clock,
         registry: ModelRegistry,
-        pool: WorkerPool,
+        pool: WorkerPool | None,
         post: Callable[[Any], None],
         apply: Callable[[Report], None],
         recorder: Recorder,
-        ready_handles: Callable[[], list[WorkerHandle]],
+        ready_handles: Callable[[], Sequence[CaptureSource]],
         serving: Callable[[], str],
         initial: ModelState,
+        deployer: ModelDeployer | None = None,
+        fetch: Callable[[Any, int], AdminReply] | None = None,
     ) -> None:
+        """``pool``: the local workers, deployed to by ``Deployer`` and read by their admin
+        socket; with ``pool`` None (the Ray backend) ``deployer`` and ``fetch`` say how."""
         self.cfg = cfg
         self.clock = clock
         self.post = post
@@ -100,17 +109,21 @@ class Healing:
         self.policy_cfg = ModelPolicyConfig(cfg.drift, cfg.retrain, cfg.performance)
         self.state = self.snapshot = self._restore(initial)
         self.runner = RetrainRunner(cfg, post)
-        self.deployer = Deployer(
-            pool,
-            registry,
-            post,
-            lambda: [h.pid for h in ready_handles()],
-            settle_timeout_s=cfg.service.start_timeout_s + 5.0,
-        )
+        if deployer is None:
+            if pool is None:
+                raise ValueError("Healing needs a pool or a deployer")
+            deployer = Deployer(
+                pool,
+                registry,
+                post,
+                lambda: [h.pid for h in ready_handles()],
+                settle_timeout_s=cfg.service.start_timeout_s + 5.0,
+            )
+        self.deployer = deployer
         self.monitor = Monitor(
             cfg,
             registry,
-            fetch=lambda h, after: fetch_capture(h.uds, after, CAPTURE_TIMEOUT_S),
+            fetch=fetch or (lambda h, after: fetch_capture(h.uds, after, CAPTURE_TIMEOUT_S)),
             ready_handles=ready_handles,
             serving=serving,
             now=clock.utcnow,

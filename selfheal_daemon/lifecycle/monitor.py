@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from loguru import logger
@@ -45,13 +45,23 @@ from selfheal_daemon.model.quality_io import write_table
 from selfheal_daemon.model.quality_profile import QualityProfile
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.schema import Schema
-from selfheal_daemon.supervision.pool import WorkerHandle
 
 if TYPE_CHECKING:
     from selfheal_daemon.model.pipeline import Intake
 
 CAPTURE_TIMEOUT_S = 10.0
 SETTLE_S = 1.0  # an incoming file changed more recently than this may still be being written
+
+
+class CaptureSource(Protocol):
+    """What the monitor reads captured requests from: a local worker (``WorkerHandle``), or the
+    hub that gathers every Ray replica's. ``pid`` keys its cursor; ``worker`` names it in logs."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def worker(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -76,8 +86,8 @@ class Monitor:
         cfg: Config,
         registry: ModelRegistry,
         *,
-        fetch: Callable[[WorkerHandle, int], AdminReply],
-        ready_handles: Callable[[], list[WorkerHandle]],
+        fetch: Callable[[Any, int], AdminReply],
+        ready_handles: Callable[[], Sequence[CaptureSource]],
         serving: Callable[[], str],
         now: Callable[[], datetime],
     ) -> None:

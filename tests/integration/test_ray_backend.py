@@ -32,6 +32,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
 from selfheal_daemon.config import BackendConfig
+from selfheal_daemon.daemon.drills import drifted_frame
 from selfheal_daemon.defaults import FEATURES, TARGET
 from selfheal_daemon.model.broken import NaNModel
 from selfheal_daemon.model.features import load_dataset
@@ -330,6 +331,7 @@ def test_a_new_driver_reattaches_without_restarting_a_replica(env: Env) -> None:
     script = f"""
 import json
 from selfheal_daemon.config import BackendConfig
+from selfheal_daemon.daemon.drills import drifted_frame
 from selfheal_daemon.supervision.ray_cluster import RayCluster
 a = RayCluster(BackendConfig(kind="ray", address={env.adapter.address!r}), host="127.0.0.1",
                port={PORT}, settings={{}}, capture_rows=5000, feedback_rows=5000, run_dir=None)
@@ -376,9 +378,9 @@ def _count(state_dir: Path, detection: str, outcome: str | None = None) -> int:
     )
 
 
-def test_the_daemon_reattaches_records_a_replica_failure_and_survives_its_own_kill9(
-    env: Env, tmp_path: Path
-) -> None:
+def _state(env: Env, tmp_path: Path, extra: str = "") -> Path:
+    """A daemon's state dir holding the test's registry (current v2, last_good v1, which the
+    replicas serve already) and a config for the cluster, with ``extra`` TOML appended."""
     state_dir = tmp_path / "state"
     shutil.copytree(env.registry.root, state_dir / "registry")
     registry = ModelRegistry(state_dir / "registry")
@@ -394,8 +396,15 @@ address = "{env.adapter.address}"
 replicas = 2
 replica_cpus = 0.5
 health_check_period_s = 0.5
-"""
+{extra}"""
     )
+    return state_dir
+
+
+def test_the_daemon_reattaches_records_a_replica_failure_and_survives_its_own_kill9(
+    env: Env, tmp_path: Path
+) -> None:
+    state_dir = _state(env, tmp_path)
     before = sorted((r.replica, r.pid) for r in env.adapter.view().replicas)
     log = tmp_path / "daemon.log"
     daemon = _daemon(state_dir, log)
@@ -427,6 +436,65 @@ health_check_period_s = 0.5
         assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
         with httpx.Client(base_url=URL, timeout=10.0) as client:
             assert client.post("/predict", json=env.rows[0]).json()["model_version"] == "v2"
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=30)
+
+
+def test_drift_is_retrained_gated_and_swapped_on_every_replica_with_no_failed_request(
+    env: Env, tmp_path: Path
+) -> None:
+    healing = """[monitor]
+interval_s = 1.0
+[drift]
+consecutive = 2
+min_rows = 300
+window_rows = 2000
+[retrain]
+cooldown_s = 0.0
+timeout_s = 120.0
+[restart]
+stable_after_s = 600.0
+"""
+    state_dir = _state(env, tmp_path, healing)
+    log = tmp_path / "daemon.log"
+    daemon = _daemon(state_dir, log)
+    try:
+        assert wait_until(lambda: _count(state_dir, "reattached"), 90), log.read_text()[-3000:]
+        drifted = drifted_frame(load_dataset(None).dropna(), 2000, seed=7)
+        incoming = state_dir / "data" / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        with Steady(env.rows) as client:
+            drifted.to_csv(incoming / "drifted.csv", index=False)
+            with httpx.Client(base_url=URL, timeout=10.0) as sender:
+                for start in range(0, 1000, 200):
+                    part = drifted.iloc[start : start + 200][list(FEATURES)]
+                    answer = sender.post(
+                        "/predict", json={"instances": part.to_dict(orient="records")}
+                    )
+                    assert answer.status_code == 200, answer.text
+            resolved = wait_until(
+                lambda: [
+                    r
+                    for r in _records(state_dir)
+                    if r.get("issue") == "data_drift" and r.get("outcome") == "resolved"
+                ],
+                180,
+            )
+            assert resolved, log.read_text()[-4000:]
+            time.sleep(1.0)
+        incident = resolved[0]["incident_id"]
+        steps = [r["detection"] for r in _records(state_dir) if r["incident_id"] == incident]
+        assert steps == ["dataset_drift", "candidate_passed_gate", "all_workers_on_version"]
+        new = resolved[0]["details"]["version"]
+        assert new == "v4"
+        assert ModelRegistry(state_dir / "registry").alias("current") == new
+        assert {r.version for r in env.adapter.view().replicas} == {new}
+        assert client.failed == [], client.failed[:5]  # swapped inside the running replicas
+        assert client.versions[-1] == new
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
         if daemon.poll() is None:
             daemon.kill()

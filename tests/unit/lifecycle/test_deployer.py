@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfheal_daemon.lifecycle.deployer import _detection
+from selfheal_daemon.lifecycle.deployer import detection_of
 
 
 @pytest.mark.parametrize(
@@ -29,4 +29,4 @@ from selfheal_daemon.lifecycle.deployer import _detection
 )
 def test_each_refusal_is_named_by_its_cause(problem: str, detection: str) -> None:
     """A schema break, a checksum, a failed smoke test, a load error, no answer: each its name."""
-    assert _detection(problem) == detection
+    assert detection_of(problem) == detection
