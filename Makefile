@@ -6,7 +6,7 @@ CONFIG ?= config.toml
 
 .PHONY: run test chaos lint browser image bench bench-coldstart bench-recovery bench-serving bench-drift bench-swap \
 	bench-serving-adult bench-footprint bench-growth bench-drift-adult bench-training bench-peers \
-	bench-peers-adult bench-request-path clean
+	bench-peers-adult bench-request-path bench-ray clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,12 @@ bench-serving:
 
 # The same on the Adult example (trained first, about 10 s) against the FastAPI app a user would
 # write for it (bench/bare_app_adult.py: pydantic, a pandas DataFrame, predict_proba).
+# The Ray Serve backend against the local backend (2 replicas each): throughput, p99, and the time
+# from a promotion to every replica on the new version. Needs root: the Ray cluster runs in a
+# network namespace of its own with nothing but loopback.
+bench-ray:
+	$(PYTHON) -m bench.ray_backend $(if $(QUICK),--quick) --json bench/out/ray_backend.json
+
 bench-serving-adult:
 	$(PYTHON) -m bench.serving --model adult $(if $(QUICK),--quick) --json bench/out/serving_adult.json
 

@@ -118,10 +118,12 @@ PARTS: dict[str, tuple[str, list[str], list[str], float]] = {
         ["--model", "adult", "--quick"],
         1500,
     ),
+    # needs root (a loopback-only network namespace for the Ray cluster)
+    "ray": ("bench.ray_backend", ["--duration", "4", "--runs", "3"], ["--quick"], 1200),
 }
 
 # parts that take --registry (the default model, trained once, here)
-SEEDED = ("recovery", "serving", "footprint", "peers")
+SEEDED = ("recovery", "serving", "footprint", "peers", "ray")
 TRAIN_CODE = r"""
 import sys
 from pathlib import Path

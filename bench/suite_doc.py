@@ -27,6 +27,7 @@ PART_TITLES = {
     "training": "training",
     "peers": "against MLServer and BentoML",
     "peers_adult": "against MLServer and BentoML, Adult",
+    "ray": "Ray Serve backend",
 }
 VERSION_ORDER = (
     "python",

@@ -890,6 +890,63 @@ def rows_growth(s: dict[str, Any]) -> list[Row]:
     return rows
 
 
+# ----- the Ray Serve backend ----------------------------------------------------------------------
+
+RAY_SCENARIOS = (
+    ("single-c1", "1 row, c=1"),
+    ("single-c16", "1 row, c=16"),
+    ("batch-c1", "1000 rows, c=1"),
+    ("batch-c16", "1000 rows, c=16"),
+)
+
+
+def summarise_ray(raw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"replicas": raw.get("replicas"), "scenarios": {}}
+    for key, _label in RAY_SCENARIOS:
+        out["scenarios"][key] = {
+            backend: {
+                "requests_s": statistics.median(r["requests_s"] for r in runs),
+                "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in runs),
+                "errors": sum(r["errors"] for r in runs),
+                "runs": len(runs),
+            }
+            for backend, runs in (("local", raw["local"][key]), ("ray", raw["ray"]["wrk"][key]))
+        }
+    out["promotion_s"] = spread([p["seconds"] for p in raw["ray"]["promotions"]])
+    out["promotions"] = len(raw["ray"]["promotions"])
+    out["cold_start_s"] = raw["ray"]["cold_start_s"]
+    return out
+
+
+def rows_ray(s: dict[str, Any]) -> list[Row]:
+    def served(m: dict[str, Any]) -> str:
+        return f"{m['requests_s']:,.0f} req/s, p99 {m['p99_ms']:.1f} ms, {m['errors']} errors"
+
+    n = s["replicas"]
+    rows = [
+        row(
+            "ray",
+            f"{label}: throughput, Ray Serve backend / local backend ({n} replicas each)",
+            div(m["ray"]["requests_s"], m["local"]["requests_s"]),
+            served(m["ray"]),
+            served(m["local"]),
+        )
+        for key, label in RAY_SCENARIOS
+        for m in (s["scenarios"][key],)
+    ]
+    p = s["promotion_s"]
+    rows.append(
+        row(
+            "ray",
+            "a promotion: publish, reconfigure and every Ray replica confirming the new version",
+            None,
+            f"{p['median']:.2f} s ({p['min']:.2f}-{p['max']:.2f}, {s['promotions']} promotions)",
+            f"first deploy from no cluster {s['cold_start_s']:.1f} s",
+        )
+    )
+    return rows
+
+
 SUMMARISE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "recovery": summarise_recovery,
     "swap": summarise_swap,
@@ -902,6 +959,7 @@ SUMMARISE: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "training": summarise_training,
     "peers": summarise_peers,
     "peers_adult": summarise_peers,
+    "ray": summarise_ray,
 }
 
 
@@ -928,4 +986,5 @@ def rows_for(part: str, summary: dict[str, Any], hang_bound_s: float | None) -> 
         "training": rows_training,
         "peers": rows_peers,
         "peers_adult": lambda summary: rows_peers(summary, "peers_adult"),
+        "ray": rows_ray,
     }[part](summary)
