@@ -89,8 +89,16 @@ def check_config(path: Annotated[Path | None, typer.Argument(help="config file")
 
 def _client(config: Path | None) -> Any:
     from selfheal_daemon.control.client import ControlClient
+    from selfheal_daemon.errors import ControlError
 
-    return ControlClient(load_cli_config(config))
+    cfg = load_cli_config(config)
+    if cfg.backend.kind == "ray":
+        raise ControlError(
+            "backend.kind = 'ray': the control endpoint (status, actions, the dashboard) does not "
+            "run on the Ray backend yet; `selfheal history` and `selfheal report` read the audit "
+            "trail, `serve status` shows the replicas"
+        )
+    return ControlClient(cfg)
 
 
 @app.command()

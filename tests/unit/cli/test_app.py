@@ -137,3 +137,13 @@ def test_installed_console_script_runs() -> None:
     assert result.returncode == 0
     for command in ("run", "check-config", "models"):
         assert command in result.stdout
+
+
+def test_control_commands_on_the_ray_backend_say_what_to_use_instead(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('state_dir = "state"\n[backend]\nkind = "ray"\n')
+    result = runner.invoke(app, ["status", "--config", str(config)])
+    assert result.exit_code != 0
+    assert "does not run on the Ray backend yet" in result.output
+    assert "selfheal history" in result.output
+    assert runner.invoke(app, ["history", "--config", str(config)]).exit_code == 0
