@@ -63,13 +63,7 @@ class _Trail:
 
     def __init__(self, cfg: Config) -> None:
         clock = SystemClock()
-        self.log = AuditLog(
-            cfg.audit_dir,
-            clock=clock,
-            rotate_bytes=int(cfg.audit.rotate_mb * 2**20),
-            retain_files=cfg.audit.retain_files,
-            compress=cfg.audit.compress,
-        )
+        self.log = AuditLog.of(cfg, clock)
         self.recorder = Recorder(self.log, clock, DaemonMetrics())
 
     def record(self, issue: str, **fields: Any) -> None:

@@ -88,13 +88,7 @@ def run_ray_daemon(cfg: Config) -> None:
     claim_daemon_pidfile(cfg.run_dir)
     notifier = SystemdNotifier.from_environ()
     clock = SystemClock()
-    audit = AuditLog(
-        cfg.audit_dir,
-        clock=clock,
-        rotate_bytes=int(cfg.audit.rotate_mb * 2**20),
-        retain_files=cfg.audit.retain_files,
-        compress=cfg.audit.compress,
-    )
+    audit = AuditLog.of(cfg, clock)
     try:
         registry = ModelRegistry(cfg.registry_dir)
         ensure_model(cfg, registry, progress=lambda msg: logger.info("training: {}", msg))

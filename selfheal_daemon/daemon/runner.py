@@ -93,13 +93,7 @@ def run_daemon(cfg: Config) -> None:
             if leftovers.listener is not None:
                 logger.info("took over the service socket of the previous daemon's workers")
             clock = SystemClock()
-            audit = AuditLog(
-                cfg.audit_dir,
-                clock=clock,
-                rotate_bytes=int(cfg.audit.rotate_mb * 2**20),
-                retain_files=cfg.audit.retain_files,
-                compress=cfg.audit.compress,
-            )
+            audit = AuditLog.of(cfg, clock)
             recorder = Recorder(audit, clock, DaemonMetrics())
             alerts = Alerts(
                 cfg.notify, recorder=recorder, clock=clock, state_file=cfg.state_dir / "notify.json"

@@ -40,7 +40,35 @@ class ModelDeployer(Protocol):
     def deploy(self, action: Deploy) -> None: ...
 
 
-class Deployer:
+class ThreadedDeployer:
+    """One deployment at a time, on a thread of its own, always answered with a
+    ``DeployFinished`` (an unexpected error too); subclasses say how in ``_deploy``."""
+
+    post: Callable[[Any], None]
+
+    def __init__(self) -> None:
+        self._busy = threading.Lock()
+
+    def deploy(self, action: Deploy) -> None:
+        threading.Thread(target=self._run, args=(action,), name="deploy", daemon=True).start()
+
+    def _run(self, action: Deploy) -> None:
+        with self._busy:
+            started = time.monotonic()
+            try:
+                finished = self._deploy(action, started)
+            except Exception as exc:  # a thread must always answer, or the policy waits forever
+                logger.opt(exception=True).error("deployment of {} failed", action.version)
+                finished = DeployFinished(
+                    action.version, ok=False, details={"detection": "error", "error": str(exc)}
+                )
+            self.post(finished)
+
+    def _deploy(self, action: Deploy, started: float) -> DeployFinished:
+        raise NotImplementedError
+
+
+class Deployer(ThreadedDeployer):
     def __init__(
         self,
         pool: WorkerPool,
@@ -55,26 +83,11 @@ class Deployer:
         self.post = post
         self.ready_pids = ready_pids
         self.settle_timeout_s = settle_timeout_s
-        self._busy = threading.Lock()
-
-    def deploy(self, action: Deploy) -> None:
-        threading.Thread(target=self._run, args=(action,), name="deploy", daemon=True).start()
+        super().__init__()
 
     def _ready_handles(self) -> list[WorkerHandle]:
         handles = [self.pool.handle(pid) for pid in self.ready_pids()]
         return [h for h in handles if h is not None]
-
-    def _run(self, action: Deploy) -> None:
-        with self._busy:
-            started = time.monotonic()
-            try:
-                finished = self._deploy(action, started)
-            except Exception as exc:  # a thread must always answer, or the policy waits forever
-                logger.opt(exception=True).error("deployment of {} failed", action.version)
-                finished = DeployFinished(
-                    action.version, ok=False, details={"detection": "error", "error": str(exc)}
-                )
-            self.post(finished)
 
     def _swap(self, handle: WorkerHandle, version: str) -> str:
         """Swap one worker; "" when it serves ``version`` (or is gone), else why not."""

@@ -10,14 +10,13 @@ posted; otherwise ``DeployFinished(ok=False)`` with the replicas that refused an
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
 
-from selfheal_daemon.lifecycle.deployer import detection_of
+from selfheal_daemon.lifecycle.deployer import ThreadedDeployer, detection_of
 from selfheal_daemon.lifecycle.events import Deploy, DeployFinished
 from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.supervision.events import ModelChanged
@@ -26,7 +25,7 @@ from selfheal_daemon.supervision.ray_cluster import RayCluster
 SWAP_TIMEOUT_S = 120.0  # a replica loads a version and checks its fast path in under a second
 
 
-class RayDeployer:
+class RayDeployer(ThreadedDeployer):
     def __init__(
         self,
         cluster: RayCluster,
@@ -39,22 +38,7 @@ class RayDeployer:
         self.registry = registry
         self.post = post
         self.timeout_s = timeout_s
-        self._busy = threading.Lock()
-
-    def deploy(self, action: Deploy) -> None:
-        threading.Thread(target=self._run, args=(action,), name="deploy", daemon=True).start()
-
-    def _run(self, action: Deploy) -> None:
-        with self._busy:
-            started = time.monotonic()
-            try:
-                finished = self._deploy(action, started)
-            except Exception as exc:  # a thread must always answer, or the policy waits forever
-                logger.opt(exception=True).error("deployment of {} failed", action.version)
-                finished = DeployFinished(
-                    action.version, ok=False, details={"detection": "error", "error": str(exc)}
-                )
-            self.post(finished)
+        super().__init__()
 
     def _deploy(self, action: Deploy, started: float) -> DeployFinished:
         version = action.version

@@ -43,6 +43,7 @@ from typing import IO, Any
 from loguru import logger
 
 from selfheal_daemon.clock import Clock
+from selfheal_daemon.config import Config
 from selfheal_daemon.system.files import fsync_dir
 
 AUDIT_FILE = "audit.jsonl"
@@ -241,6 +242,17 @@ def outage_record(outage: WriteOutage, now: float) -> dict[str, Any]:
 
 class AuditLog:
     """The writer. Thread-safe; ``write`` returns once the line is handed to the kernel."""
+
+    @classmethod
+    def of(cls, cfg: Config, clock: Clock) -> AuditLog:
+        """The trail under ``cfg.audit_dir``, rotated and kept as ``[audit]`` says."""
+        return cls(
+            cfg.audit_dir,
+            clock=clock,
+            rotate_bytes=int(cfg.audit.rotate_mb * 2**20),
+            retain_files=cfg.audit.retain_files,
+            compress=cfg.audit.compress,
+        )
 
     def __init__(
         self,

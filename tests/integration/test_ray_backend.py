@@ -296,7 +296,8 @@ def test_the_second_node_stopped_its_replicas_are_rescheduled(env: Env) -> None:
     resolved = {i.scope: i.details["recovered_s"] for i in env.incidents if i.outcome}
     assert opened == lost
     assert set(resolved) == lost
-    assert all(0 < seconds <= recovered_s for seconds in resolved.values())
+    # from when the watch saw it gone: 0 when Ray had replaced it by the first look
+    assert all(0 <= seconds <= recovered_s for seconds in resolved.values())
     _gone, alive = psutil.wait_procs(procs, timeout=30)
     assert alive == []  # the lost node's processes are dead, not just unreachable
     assert len(client.failed) <= 4, client.failed  # those in flight on the lost node's replicas
