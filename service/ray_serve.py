@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -54,11 +55,17 @@ from service.settings import ServiceSettings
 
 PUSH_INTERVAL_S = 1.0  # how often a replica hands its capture to the hub
 PUSH_LIMIT_ROWS = 20_000  # most rows in one push (a busy replica catches up over several)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class HubSource:
     """Versions fetched from the hub into ``root`` (this replica's own directory), loaded through
-    a ``ModelRegistry`` on that directory: the same checks as a local worker's."""
+    a ``ModelRegistry``: the same checks as a local worker's.
+
+    A version is kept under its model's sha256 (``root/<sha256>/<version>``): the same name may
+    stand for other bytes (another daemon's registry, a registry rebuilt), and a replica must
+    never take the bytes it fetched once for the ones a deployment names now.
+    """
 
     def __init__(self, hub: Any, root: Path) -> None:
         self.hub = hub
@@ -66,8 +73,13 @@ class HubSource:
         self.registry = ModelRegistry(root)
 
     def fetch(self, version: str, sha256: str) -> None:
-        """Bring ``version`` (model hash ``sha256``) here, unless it already is."""
-        target = self.root / validate_version(version)
+        """Bring ``version`` (model hash ``sha256``) here, unless it already is; the versions
+        loaded next come from there."""
+        if not _SHA256.fullmatch(sha256):
+            raise RegistryError(f"{sha256!r} is not a sha256 ({version})")
+        home = self.root / sha256
+        target = home / validate_version(version)
+        self.registry = ModelRegistry(home)
         if target.is_dir():
             return
         stored = ray.get(self.hub.version_files.remote(sha256))
@@ -80,7 +92,7 @@ class HubSource:
                 f"refusing model version {version} from the hub: {MODEL_FILE} sha256 {actual} "
                 f"is not the {sha256} the deployment names"
             )
-        staging = self.root / f".staging-{uuid.uuid4().hex}"
+        staging = home / f".staging-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         for name, blob in files.items():
             if Path(name).name != name or name.startswith("."):

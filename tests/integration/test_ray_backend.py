@@ -115,8 +115,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     if reason:
         pytest.skip(reason)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # the replicas unpickle tests.chaos.poison's model in the crash-loop test: the nodes' workers
+    # inherit this environment
+    root = str(Path(__file__).resolve().parents[2])
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     from ray.cluster_utils import Cluster
 
+    from selfheal_daemon.config import parse_config
+    from selfheal_daemon.daemon.ray_runner import service_settings
     from selfheal_daemon.supervision.ray_cluster import RayCluster
 
     registry = ModelRegistry(tmp_path_factory.mktemp("ray") / "registry")
@@ -136,13 +142,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             health_check_period_s=1.0,
             health_check_timeout_s=5.0,
         )
+        # the replicas' settings a daemon with the default config deploys: the daemons the
+        # tests start later change only user_config, a lightweight update, as in production
+        defaults = parse_config({})
         adapter = RayCluster(
             backend,
             host="127.0.0.1",
             port=PORT,
-            settings={"capture_rows": 5000, "feedback_rows": 5000},
-            capture_rows=5000,
-            feedback_rows=5000,
+            settings=service_settings(defaults),
+            capture_rows=defaults.monitor.capture_rows * 2,
+            feedback_rows=defaults.monitor.feedback_rows * 2,
             run_dir=tmp_path_factory.mktemp("run"),
         )
         adapter.connect()
@@ -494,6 +503,68 @@ stable_after_s = 600.0
         assert {r.version for r in env.adapter.view().replicas} == {new}
         assert client.failed == [], client.failed[:5]  # swapped inside the running replicas
         assert client.versions[-1] == new
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=30)
+
+
+def test_replicas_crashing_after_a_model_change_roll_the_model_back(
+    env: Env, tmp_path: Path
+) -> None:
+    """A version that passes every check at load, then ends its replica's process after a few
+    predictions: Ray restarts replicas again and again, the daemon sees a crash loop after a
+    model change and puts last_good back on every replica."""
+    from tests.chaos.poison import ExitAfter
+
+    state_dir = _state(env, tmp_path, "[restart]\nbudget = 3\nwindow_s = 120.0\n")
+    registry = ModelRegistry(state_dir / "registry")
+    poison = registry.register(
+        ExitAfter(registry.load("v2").model, calls=15),
+        metrics={"r2": 0.8},
+        reference=registry.load_reference("v2"),
+        data_fingerprint="poison",
+        data_rows=1,
+        parent="v2",
+        origin="test: dies after 15 predictions",
+        extra={"schema": registry.info("v2").schema.to_dict()},
+    )
+    registry.set_alias("current", poison)  # what a promotion would have made current
+    registry.set_alias("last_good", "v2")
+    log = tmp_path / "daemon.log"
+    daemon = _daemon(state_dir, log)
+    try:
+        assert wait_until(lambda: _count(state_dir, "deployed"), 120), log.read_text()[-3000:]
+        with Steady(env.rows):
+            rolled = wait_until(
+                lambda: [
+                    r
+                    for r in _records(state_dir)
+                    if r.get("issue") == "crash_loop" and r.get("outcome") == "resolved"
+                ],
+                180,
+            )
+            assert rolled, log.read_text()[-4000:]
+            assert wait_until(lambda: _all_on(env, "v2"), 90), env.adapter.view()
+        loop = [r for r in _records(state_dir) if r.get("issue") == "crash_loop"]
+        assert [(r["action"], r["outcome"]) for r in loop] == [
+            ("rollback", None),
+            ("rollback", "resolved"),
+        ]
+        assert loop[0]["details"]["rollback_to"] == "v2"
+        assert loop[0]["details"]["failures"] >= 3
+        # each failure is an incident of its own, opened when the watch saw the replica gone
+        opened = [
+            r
+            for r in _records(state_dir)
+            if r.get("detection") == "replica_exited" and r.get("outcome") is None
+        ]
+        assert len(opened) >= 3
+        assert registry.alias("current") == "v2"
+        with httpx.Client(base_url=URL, timeout=10.0) as client:
+            assert client.post("/predict", json=env.rows[0]).json()["model_version"] == "v2"
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
