@@ -138,7 +138,6 @@ def _ray(
         settings=service_settings(cfg),
         capture_rows=cfg.monitor.capture_rows * WORKERS,
         feedback_rows=cfg.monitor.feedback_rows * WORKERS,
-        run_dir=cfg.run_dir,
     )
     registry = ModelRegistry(cfg.registry_dir)
     try:

@@ -122,6 +122,16 @@ class BackendConfig(_Section):
     health_check_period_s: PositiveSeconds = 2.0
     health_check_timeout_s: PositiveSeconds = 10.0
 
+    @field_validator("head_port")
+    @classmethod
+    def _outside_ray_ports(cls, v: int) -> int:
+        if 10001 <= v <= 19999:
+            raise ValueError(
+                f"head_port {v} is among the ports a Ray head keeps for its client server and "
+                "workers (10001-19999); pick another, e.g. 6379"
+            )
+        return v
+
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:

@@ -38,6 +38,7 @@ from selfheal_daemon.record.audit import AuditLog, read_records
 from selfheal_daemon.record.metrics import DaemonMetrics
 from selfheal_daemon.record.recorder import Recorder, Report
 from selfheal_daemon.supervision.events import ModelChanged
+from selfheal_daemon.supervision.executor import log_report
 from selfheal_daemon.supervision.ray_cluster import RayCluster, SwapResult
 from selfheal_daemon.supervision.ray_policy import (
     ClusterView,
@@ -99,7 +100,6 @@ def run_ray_daemon(cfg: Config) -> None:
             settings=service_settings(cfg),
             capture_rows=cfg.monitor.capture_rows * cfg.backend.replicas,
             feedback_rows=cfg.monitor.feedback_rows * cfg.backend.replicas,
-            run_dir=cfg.run_dir,
         )
         recorder = Recorder(audit, clock, DaemonMetrics())
         RayLoop(
@@ -233,12 +233,7 @@ class RayLoop:
         return AdminReply(True, 200, "", body)
 
     def _report(self, report: Report) -> None:
-        outcome = report.outcome or "detected"
-        text = f"{report.issue} {outcome} ({report.detection}): {report.details}"
-        if report.outcome == "escalated":
-            logger.error("{}", text)
-        else:
-            logger.info("{}", text)
+        log_report(report)
         self.recorder.report(report)
 
     def _model_changed(self, serving: str, last_good: str | None) -> None:

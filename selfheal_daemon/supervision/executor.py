@@ -76,7 +76,7 @@ class Executor:
                 logger.success("model {} served stably: it is now last_good", action.version)
                 self.post(ModelChanged(serving=action.version, last_good=action.version))
             case Report():
-                _log_report(action)
+                log_report(action)
                 self.recorder.report(action)
 
     def _rollback(self, action: RollbackModel) -> None:
@@ -107,7 +107,8 @@ class Executor:
             time.sleep(READY_POLL_S)
 
 
-def _log_report(report: Report) -> None:
+def log_report(report: Report) -> None:
+    """A report in the daemon's log, at the level its outcome calls for."""
     where = f" on worker {report.worker}" if report.worker is not None else ""
     outcome = report.outcome or "detected"
     text = f"{report.issue} {outcome} ({report.detection}){where}: {report.details}"

@@ -24,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ from selfheal_daemon.supervision.ray_policy import ClusterView, NodeView, Replic
 from selfheal_daemon.system.ray_hub import Hub
 
 REPLICA_PREFIX = "SERVE_REPLICA::"
-# No usage statistics, no dashboard, nothing but loopback from this side (a cluster's own
-# addresses are its nodes'): set before Ray is imported anywhere in the daemon's children too.
+# No usage statistics (no call home): set in the daemon's environment before it joins, so the
+# head it may start and every process Ray starts from here inherit it.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
 
 
@@ -77,7 +78,6 @@ class RayCluster:
         settings: dict[str, Any],
         capture_rows: int,
         feedback_rows: int,
-        run_dir: Path,
     ) -> None:
         self.backend = backend
         self.host = host
@@ -85,9 +85,9 @@ class RayCluster:
         self.settings = settings
         self.capture_rows = capture_rows
         self.feedback_rows = feedback_rows
-        self.run_dir = run_dir
         self.hub: Any = None
         self._client: Any = None
+        self._promoting = threading.Lock()  # one promotion at a time: each prunes the hub
 
     # ----- the cluster ---------------------------------------------------------------------------
     @property
@@ -210,10 +210,6 @@ class RayCluster:
         self._client.deploy_apps(schema)
         return attempt
 
-    def serving(self) -> tuple[str, ...]:
-        """The versions the live replicas report serving (none before the first deploy)."""
-        return tuple(sorted({r.version for r in self.replicas() if r.version is not None}))
-
     def wait_for_version(
         self, version: str, sha256: str, attempt: str, timeout_s: float
     ) -> SwapResult:
@@ -244,11 +240,21 @@ class RayCluster:
         self, registry: ModelRegistry, version: str, rollback_to: str | None, timeout_s: float
     ) -> SwapResult:
         """Publish and deploy ``version`` and confirm it on every replica; on a refusal or a
-        timeout, deploy ``rollback_to`` again (every replica back on it) and report the first."""
+        timeout, deploy ``rollback_to`` again (every replica back on it) and report the first.
+        The hub keeps only the version the replicas end on."""
+        with self._promoting:
+            return self._promote(registry, version, rollback_to, timeout_s)
+
+    def _promote(
+        self, registry: ModelRegistry, version: str, rollback_to: str | None, timeout_s: float
+    ) -> SwapResult:
         sha256 = self.publish(registry, version)
         attempt = self.deploy(version, sha256)
         result = self.wait_for_version(version, sha256, attempt, timeout_s)
-        if result.ok or rollback_to is None:
+        if result.ok:
+            self.hub.keep_versions.remote([sha256])  # a replica started later needs only this
+            return result
+        if rollback_to is None:
             return result
         logger.error(
             "replicas did not all take {} ({}); rolling every replica back to {}",
@@ -258,7 +264,8 @@ class RayCluster:
         )
         back = self.publish(registry, rollback_to)
         again = self.deploy(rollback_to, back)
-        self.wait_for_version(rollback_to, back, again, timeout_s)
+        if self.wait_for_version(rollback_to, back, again, timeout_s).ok:
+            self.hub.keep_versions.remote([back])
         return result
 
     # ----- what runs -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,46 @@ def _trained(registry: ModelRegistry) -> tuple[list[dict[str, float]], Schema, n
     return rows, schema, features
 
 
+def test_address_local_starts_a_head_that_outlives_the_daemon_and_is_reused(
+    tmp_path: Path,
+) -> None:
+    """``address = "local"``: the first daemon starts a head with ``ray start`` (it outlives the
+    daemon's driver), the next one finds it answering and joins it instead."""
+    reason = can_isolate()
+    if reason:
+        pytest.skip(reason)
+    script = """
+import json, sys
+from selfheal_daemon.config import BackendConfig
+from selfheal_daemon.supervision.ray_cluster import RayCluster
+a = RayCluster(BackendConfig(kind="ray", address="local", head_port=int(sys.argv[1]), head_cpus=1),
+               host="127.0.0.1", port=int(sys.argv[2]), settings={}, capture_rows=100,
+               feedback_rows=100)
+started = a.start_local_head()
+a.connect()
+import ray
+print(json.dumps({"started": started, "nodes": sum(n["Alive"] for n in ray.nodes())}))
+a.disconnect()
+"""
+    with loopback_only():
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", script, "26379", str(PORT + 1)],
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+                cwd=Path(__file__).resolve().parents[2],
+                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+            )
+            for _ in range(2)
+        ]
+    for done in runs:
+        assert done.returncode == 0, done.stderr[-2000:]
+    seen = [json.loads(done.stdout.strip().splitlines()[-1]) for done in runs]
+    assert seen == [{"started": True, "nodes": 1}, {"started": False, "nodes": 1}]
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     reason = can_isolate()
@@ -152,7 +192,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             settings=service_settings(defaults),
             capture_rows=defaults.monitor.capture_rows * 2,
             feedback_rows=defaults.monitor.feedback_rows * 2,
-            run_dir=tmp_path_factory.mktemp("run"),
         )
         adapter.connect()
         try:
@@ -263,6 +302,11 @@ def test_a_new_version_reaches_every_replica_in_place_with_no_failed_request(env
         result = env.adapter.promote(env.registry, "v2", rollback_to="v1", timeout_s=120)
         time.sleep(1.0)
     assert result.ok, result
+    import ray
+
+    # the hub keeps only what a replica started now would need: the version served
+    sha = env.registry.info("v2").meta["sha256"]
+    assert ray.get(env.adapter.hub.versions.remote()) == {sha: "v2"}
     assert client.failed == [], client.failed[:5]
     assert client.ok > 20
     assert client.versions[0] == "v1"
@@ -344,7 +388,7 @@ from selfheal_daemon.config import BackendConfig
 from selfheal_daemon.daemon.drills import drifted_frame
 from selfheal_daemon.supervision.ray_cluster import RayCluster
 a = RayCluster(BackendConfig(kind="ray", address={env.adapter.address!r}), host="127.0.0.1",
-               port={PORT}, settings={{}}, capture_rows=5000, feedback_rows=5000, run_dir=None)
+               port={PORT}, settings={{}}, capture_rows=5000, feedback_rows=5000)
 a.connect()
 print(json.dumps(sorted([r.replica, r.pid] for r in a.view().replicas)))
 a.disconnect()
@@ -372,6 +416,23 @@ def _daemon(state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parents[2],
         )
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]:
+    """Start ``selfheal run`` on a state dir (its output in ``tmp_path/daemon.log``), as often as
+    a test needs; every daemon still running at the end is killed, by pid."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(state_dir: Path) -> subprocess.Popen[bytes]:
+        started.append(_daemon(state_dir, tmp_path / "daemon.log"))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=30)
 
 
 def _records(state_dir: Path) -> list[dict[str, Any]]:
@@ -412,48 +473,43 @@ health_check_period_s = 0.5
 
 
 def test_the_daemon_reattaches_records_a_replica_failure_and_survives_its_own_kill9(
-    env: Env, tmp_path: Path
+    env: Env, tmp_path: Path, daemons: Callable[[Path], subprocess.Popen[bytes]]
 ) -> None:
     state_dir = _state(env, tmp_path)
     before = sorted((r.replica, r.pid) for r in env.adapter.view().replicas)
     log = tmp_path / "daemon.log"
-    daemon = _daemon(state_dir, log)
-    try:
-        assert wait_until(lambda: _count(state_dir, "reattached"), 90), _records(state_dir)
-        assert sorted((r.replica, r.pid) for r in env.adapter.view().replicas) == before
-        victim = env.adapter.view().replicas[0]
-        assert victim.pid is not None
-        os.kill(victim.pid, signal.SIGKILL)
-        resolved = wait_until(lambda: _count(state_dir, "replica_exited", "resolved"), 90)
-        assert resolved, _records(state_dir)
-        steps = [r for r in _records(state_dir) if r.get("detection") == "replica_exited"]
-        assert [r["outcome"] for r in steps] == [None, "resolved"]
-        assert steps[0]["incident_id"] == steps[1]["incident_id"]
-        assert steps[0]["details"]["replica"] == victim.replica
-        assert steps[1]["time_to_resolution_s"] > 0
-        assert wait_until(lambda: _all_on(env, "v2"), 60)
-        serving = sorted((r.replica, r.pid) for r in env.adapter.view().replicas)
+    daemon = daemons(state_dir)
+    assert wait_until(lambda: _count(state_dir, "reattached"), 90), _records(state_dir)
+    assert sorted((r.replica, r.pid) for r in env.adapter.view().replicas) == before
+    victim = env.adapter.view().replicas[0]
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    resolved = wait_until(lambda: _count(state_dir, "replica_exited", "resolved"), 90)
+    assert resolved, _records(state_dir)
+    steps = [r for r in _records(state_dir) if r.get("detection") == "replica_exited"]
+    assert [r["outcome"] for r in steps] == [None, "resolved"]
+    assert steps[0]["incident_id"] == steps[1]["incident_id"]
+    assert steps[0]["details"]["replica"] == victim.replica
+    assert steps[1]["time_to_resolution_s"] > 0
+    assert wait_until(lambda: _all_on(env, "v2"), 60)
+    serving = sorted((r.replica, r.pid) for r in env.adapter.view().replicas)
 
-        daemon.kill()  # kill -9 of the daemon: the replicas are Ray's and go on
-        daemon.wait(timeout=30)
-        with httpx.Client(base_url=URL, timeout=10.0) as client:
-            assert client.post("/predict", json=env.rows[0]).status_code == 200
-        daemon = _daemon(state_dir, log)
-        assert wait_until(lambda: _count(state_dir, "reattached") == 2, 90), log.read_text()[-3000:]
-        assert sorted((r.replica, r.pid) for r in env.adapter.view().replicas) == serving
+    daemon.kill()  # kill -9 of the daemon: the replicas are Ray's and go on
+    daemon.wait(timeout=30)
+    with httpx.Client(base_url=URL, timeout=10.0) as client:
+        assert client.post("/predict", json=env.rows[0]).status_code == 200
+    daemon = daemons(state_dir)
+    assert wait_until(lambda: _count(state_dir, "reattached") == 2, 90), log.read_text()[-3000:]
+    assert sorted((r.replica, r.pid) for r in env.adapter.view().replicas) == serving
 
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
-        with httpx.Client(base_url=URL, timeout=10.0) as client:
-            assert client.post("/predict", json=env.rows[0]).json()["model_version"] == "v2"
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=30)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
+    with httpx.Client(base_url=URL, timeout=10.0) as client:
+        assert client.post("/predict", json=env.rows[0]).json()["model_version"] == "v2"
 
 
 def test_drift_is_retrained_gated_and_swapped_on_every_replica_with_no_failed_request(
-    env: Env, tmp_path: Path
+    env: Env, tmp_path: Path, daemons: Callable[[Path], subprocess.Popen[bytes]]
 ) -> None:
     healing = """[monitor]
 interval_s = 1.0
@@ -469,50 +525,43 @@ stable_after_s = 600.0
 """
     state_dir = _state(env, tmp_path, healing)
     log = tmp_path / "daemon.log"
-    daemon = _daemon(state_dir, log)
-    try:
-        assert wait_until(lambda: _count(state_dir, "reattached"), 90), log.read_text()[-3000:]
-        drifted = drifted_frame(load_dataset(None).dropna(), 2000, seed=7)
-        incoming = state_dir / "data" / "incoming"
-        incoming.mkdir(parents=True, exist_ok=True)
-        with Steady(env.rows) as client:
-            drifted.to_csv(incoming / "drifted.csv", index=False)
-            with httpx.Client(base_url=URL, timeout=10.0) as sender:
-                for start in range(0, 1000, 200):
-                    part = drifted.iloc[start : start + 200][list(FEATURES)]
-                    answer = sender.post(
-                        "/predict", json={"instances": part.to_dict(orient="records")}
-                    )
-                    assert answer.status_code == 200, answer.text
-            resolved = wait_until(
-                lambda: [
-                    r
-                    for r in _records(state_dir)
-                    if r.get("issue") == "data_drift" and r.get("outcome") == "resolved"
-                ],
-                180,
-            )
-            assert resolved, log.read_text()[-4000:]
-            time.sleep(1.0)
-        incident = resolved[0]["incident_id"]
-        steps = [r["detection"] for r in _records(state_dir) if r["incident_id"] == incident]
-        assert steps == ["dataset_drift", "candidate_passed_gate", "all_workers_on_version"]
-        new = resolved[0]["details"]["version"]
-        assert new == "v4"
-        assert ModelRegistry(state_dir / "registry").alias("current") == new
-        assert {r.version for r in env.adapter.view().replicas} == {new}
-        assert client.failed == [], client.failed[:5]  # swapped inside the running replicas
-        assert client.versions[-1] == new
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=30)
+    daemon = daemons(state_dir)
+    assert wait_until(lambda: _count(state_dir, "reattached"), 90), log.read_text()[-3000:]
+    drifted = drifted_frame(load_dataset(None).dropna(), 2000, seed=7)
+    incoming = state_dir / "data" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    with Steady(env.rows) as client:
+        drifted.to_csv(incoming / "drifted.csv", index=False)
+        with httpx.Client(base_url=URL, timeout=10.0) as sender:
+            for start in range(0, 1000, 200):
+                part = drifted.iloc[start : start + 200][list(FEATURES)]
+                answer = sender.post("/predict", json={"instances": part.to_dict(orient="records")})
+                assert answer.status_code == 200, answer.text
+        resolved = wait_until(
+            lambda: [
+                r
+                for r in _records(state_dir)
+                if r.get("issue") == "data_drift" and r.get("outcome") == "resolved"
+            ],
+            180,
+        )
+        assert resolved, log.read_text()[-4000:]
+        time.sleep(1.0)
+    incident = resolved[0]["incident_id"]
+    steps = [r["detection"] for r in _records(state_dir) if r["incident_id"] == incident]
+    assert steps == ["dataset_drift", "candidate_passed_gate", "all_workers_on_version"]
+    new = resolved[0]["details"]["version"]
+    assert new == "v4"
+    assert ModelRegistry(state_dir / "registry").alias("current") == new
+    assert {r.version for r in env.adapter.view().replicas} == {new}
+    assert client.failed == [], client.failed[:5]  # swapped inside the running replicas
+    assert client.versions[-1] == new
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
 
 
 def test_replicas_crashing_after_a_model_change_roll_the_model_back(
-    env: Env, tmp_path: Path
+    env: Env, tmp_path: Path, daemons: Callable[[Path], subprocess.Popen[bytes]]
 ) -> None:
     """A version that passes every check at load, then ends its replica's process after a few
     predictions: Ray restarts replicas again and again, the daemon sees a crash loop after a
@@ -534,40 +583,35 @@ def test_replicas_crashing_after_a_model_change_roll_the_model_back(
     registry.set_alias("current", poison)  # what a promotion would have made current
     registry.set_alias("last_good", "v2")
     log = tmp_path / "daemon.log"
-    daemon = _daemon(state_dir, log)
-    try:
-        assert wait_until(lambda: _count(state_dir, "deployed"), 120), log.read_text()[-3000:]
-        with Steady(env.rows):
-            rolled = wait_until(
-                lambda: [
-                    r
-                    for r in _records(state_dir)
-                    if r.get("issue") == "crash_loop" and r.get("outcome") == "resolved"
-                ],
-                180,
-            )
-            assert rolled, log.read_text()[-4000:]
-            assert wait_until(lambda: _all_on(env, "v2"), 90), env.adapter.view()
-        loop = [r for r in _records(state_dir) if r.get("issue") == "crash_loop"]
-        assert [(r["action"], r["outcome"]) for r in loop] == [
-            ("rollback", None),
-            ("rollback", "resolved"),
-        ]
-        assert loop[0]["details"]["rollback_to"] == "v2"
-        assert loop[0]["details"]["failures"] >= 3
-        # each failure is an incident of its own, opened when the watch saw the replica gone
-        opened = [
-            r
-            for r in _records(state_dir)
-            if r.get("detection") == "replica_exited" and r.get("outcome") is None
-        ]
-        assert len(opened) >= 3
-        assert registry.alias("current") == "v2"
-        with httpx.Client(base_url=URL, timeout=10.0) as client:
-            assert client.post("/predict", json=env.rows[0]).json()["model_version"] == "v2"
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=30)
+    daemon = daemons(state_dir)
+    assert wait_until(lambda: _count(state_dir, "deployed"), 120), log.read_text()[-3000:]
+    with Steady(env.rows):
+        rolled = wait_until(
+            lambda: [
+                r
+                for r in _records(state_dir)
+                if r.get("issue") == "crash_loop" and r.get("outcome") == "resolved"
+            ],
+            180,
+        )
+        assert rolled, log.read_text()[-4000:]
+        assert wait_until(lambda: _all_on(env, "v2"), 90), env.adapter.view()
+    loop = [r for r in _records(state_dir) if r.get("issue") == "crash_loop"]
+    assert [(r["action"], r["outcome"]) for r in loop] == [
+        ("rollback", None),
+        ("rollback", "resolved"),
+    ]
+    assert loop[0]["details"]["rollback_to"] == "v2"
+    assert loop[0]["details"]["failures"] >= 3
+    # each failure is an incident of its own, opened when the watch saw the replica gone
+    opened = [
+        r
+        for r in _records(state_dir)
+        if r.get("detection") == "replica_exited" and r.get("outcome") is None
+    ]
+    assert len(opened) >= 3
+    assert registry.alias("current") == "v2"
+    with httpx.Client(base_url=URL, timeout=10.0) as client:
+        assert client.post("/predict", json=env.rows[0]).json()["model_version"] == "v2"
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]

@@ -78,6 +78,7 @@ def test_empty_config_gives_safe_defaults() -> None:
         ({"backend": {"kind": "k8s"}}, "backend.kind: Input should be 'local' or 'ray'"),
         ({"backend": {"address": "head"}}, "backend.address: address must be 'local'"),
         ({"backend": {"address": "head:99999"}}, "as host:port, got 'head:99999'"),
+        ({"backend": {"head_port": 16379}}, "backend.head_port: head_port 16379 is among the"),
         ({"backend": {"replicas": 0}}, "backend.replicas: Input should be greater than or equal"),
         ({"backend": {"replica_cpus": 0}}, "backend.replica_cpus: Input should be greater than 0"),
         ({"backend": {"application": "my app"}}, "backend.application: String should match"),
