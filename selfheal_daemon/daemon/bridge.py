@@ -8,20 +8,24 @@ the caller waits for (bounded by ``control.action_timeout_s``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
 from selfheal_daemon import __version__
-from selfheal_daemon.config import METRICS, REGRESSION_METRICS
+from selfheal_daemon.config import METRICS, REGRESSION_METRICS, Config
 from selfheal_daemon.control.server import ActionRefused
 from selfheal_daemon.daemon.loop import Daemon
 from selfheal_daemon.daemon.operations import ControlRequest
 from selfheal_daemon.errors import SelfhealError
+from selfheal_daemon.lifecycle.healer import Healing
 from selfheal_daemon.lifecycle.policy import DAY_S, retrain_blocked
+from selfheal_daemon.model.registry import ModelRegistry
 from selfheal_daemon.model.schema import Schema
 from selfheal_daemon.record.audit import format_ts, parse_ts, read_records
+from selfheal_daemon.record.recorder import Recorder
 from selfheal_daemon.record.report import build_report, filter_history
 
 AUTO_METRIC = {"regression": "r2", "binary": "roc_auc", "multiclass": "balanced_accuracy"}
@@ -30,76 +34,57 @@ SHOWN_WITH = {"regression": ("r2", "mae", "rmse"), "classifier": ("accuracy", "l
 """The metrics shown beside the model's own: a regression's three, a classifier's two."""
 
 
-class DaemonControl:
-    """Implements ``control.ControlApi`` over a running ``Daemon``."""
+class ControlReads:
+    """The reads and the ``check`` both backends answer the same way: the models, the model's
+    healing, history, report, series and metrics. A backend adds ``status`` and ``act``."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.cfg = daemon.cfg
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        registry: ModelRegistry,
+        recorder: Recorder,
+        healing: Callable[[], Healing],
+        events: Callable[[Any], None],
+    ) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.recorder = recorder
+        self.healing = healing
+        self.events = events
         self._schemas: dict[str, Schema | None] = {}  # a version's schema never changes
 
-    # ----- reads -----------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        d = self.daemon
-        state = d.snapshot
-        now = d.clock.monotonic()
-        workers = []
-        for slot in state.workers:
-            handle = d.pool.handle(slot.pid) if slot.pid is not None else None
-            workers.append(
-                {
-                    "worker": slot.worker,
-                    "pid": slot.pid,
-                    "state": slot.state.value,
-                    "restarts": slot.restarts,
-                    "model_version": handle.version if handle is not None else None,
-                    "retry_in_s": (
-                        round(max(0.0, slot.retry_at - now), 3)
-                        if slot.retry_at is not None
-                        else None
-                    ),
-                    "incident": slot.incident or None,
-                }
-            )
-        ready = sum(w["state"] == "ready" for w in workers)
-        latest = d.recorder.latest
+    def common_status(
+        self, *, serving: str | None, paused: bool, started_at: datetime, uptime_s: float
+    ) -> dict[str, Any]:
+        """What ``/status`` holds on either backend: the daemon, the models, the last checks,
+        the model's healing and the open incidents."""
+        latest = self.recorder.latest
         return {
             "daemon": {
                 "pid": os.getpid(),
-                "started_at": format_ts(d.started_at),
-                "uptime_s": round(d.uptime_s(), 3),
-                "paused": state.paused,
+                "started_at": format_ts(started_at),
+                "uptime_s": round(uptime_s, 3),
+                "paused": paused,
                 "version": __version__,
+                "backend": self.cfg.backend.kind,
             },
-            "service": {
-                "host": self.cfg.service.host,
-                "port": self.cfg.service.port,
-                "workers_ready": ready,
-                "workers_total": len(workers),
-                "in_crash_loop": state.in_crash_loop,
-            },
-            "workers": workers,
             "model": {
-                "serving": state.serving,
-                **self._describe(state.serving or d.registry.alias("current")),
-                "current": self._model(d.registry.alias("current")),
-                "last_good": self._model(state.last_good),
+                "serving": serving,
+                **self._describe(serving or self.registry.alias("current")),
+                "current": self._model(self.registry.alias("current")),
+                "last_good": self._model(self.registry.alias("last_good")),
             },
             "drift": {"last_check": latest.get("data_drift")},
             "quality": {"last_check": latest.get("data_quality")},
             "performance": {"last_check": latest.get("performance")},
             "model_healing": self._model_healing(),
-            "cooldowns": {
-                "crash_loop": state.in_crash_loop,
-                "restart_times_in_window": len(state.restart_times),
-                "restart_budget": self.cfg.restart.budget,
-            },
-            "open_incidents": list(d.recorder.open_incidents),
-            "audit": {"pending_writes": d.recorder.audit.pending},
+            "open_incidents": list(self.recorder.open_incidents),
+            "audit": {"pending_writes": self.recorder.audit.pending},
         }
 
     def _model_healing(self) -> dict[str, Any]:
-        m = self.daemon.healing.snapshot
+        m = self.healing().snapshot
         now = datetime.now(UTC).timestamp()
         return {
             "retraining": m.job_issue or None,
@@ -120,7 +105,7 @@ class DaemonControl:
         if not version:
             return None
         try:
-            info = self.daemon.registry.info(version)
+            info = self.registry.info(version)
         except SelfhealError:
             return {"version": version, "metrics": {}, "created_at": None}
         schema = self.schema(version)
@@ -137,7 +122,7 @@ class DaemonControl:
             return None
         if version not in self._schemas:
             try:
-                self._schemas[version] = self.daemon.registry.info(version).schema
+                self._schemas[version] = self.registry.info(version).schema
             except (SelfhealError, OSError):
                 return None
         return self._schemas[version]
@@ -183,7 +168,7 @@ class DaemonControl:
     def series(self) -> dict[str, Any]:
         """Each version's own metric at its creation (``model_metric``: ts, version, metric,
         value, and ``r2`` too for an R2 point), and the recent drift scores."""
-        registry = self.daemon.registry
+        registry = self.registry
         metric = []
         for version in registry.versions():
             try:
@@ -204,16 +189,16 @@ class DaemonControl:
             if name == "r2":
                 point["r2"] = value
             metric.append(point)
-        drift = list(self.daemon.recorder.drift_series)
+        drift = list(self.recorder.drift_series)
         metric.sort(
             key=lambda p: parse_ts(str(p["ts"])) if p["ts"] else datetime.min.replace(tzinfo=UTC)
         )
         return {"model_metric": metric, "drift_score": drift}
 
     def metrics(self) -> bytes:
-        audit = self.daemon.recorder.audit
-        self.daemon.metrics.on_audit(write_errors=audit.write_errors, pending=audit.pending)
-        return self.daemon.metrics.render(describe=self._labels)
+        audit = self.recorder.audit
+        self.recorder.metrics.on_audit(write_errors=audit.write_errors, pending=audit.pending)
+        return self.recorder.metrics.render(describe=self._labels)
 
     def _labels(self, version: str) -> tuple[str, str, str] | None:
         """The name, task and metric ``selfheal_model_info`` labels ``version`` with."""
@@ -222,10 +207,11 @@ class DaemonControl:
 
     # ----- actions ---------------------------------------------------------------------------
     def act(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``check`` runs here; every other action is carried out by the daemon's loop."""
         if action == "check":
             return self._check()
         request = ControlRequest(action, params)
-        self.daemon.events.put(request)
+        self.events(request)
         try:
             return request.reply.result(timeout=self.cfg.control.action_timeout_s)
         except FutureTimeout:
@@ -238,7 +224,7 @@ class DaemonControl:
     def _check(self) -> dict[str, Any]:
         """Run the monitoring pass on this thread now, then wait for the loop's decisions."""
         reply: Future[list[dict[str, Any]]] = Future()
-        collected = self.daemon.healing.monitor_pass(reply)
+        collected = self.healing().monitor_pass(reply)
         try:
             decided = reply.result(timeout=self.cfg.control.action_timeout_s)
         except FutureTimeout:
@@ -248,6 +234,67 @@ class DaemonControl:
         except Exception as exc:
             raise ActionRefused(f"the monitoring pass failed: {exc}", 500) from None
         return {"collected": collected, "decided": decided}
+
+
+class DaemonControl(ControlReads):
+    """Implements ``control.ControlApi`` over a running ``Daemon`` (local workers)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(
+            daemon.cfg,
+            registry=daemon.registry,
+            recorder=daemon.recorder,
+            healing=lambda: daemon.healing,
+            events=daemon.events.put,
+        )
+        self.daemon = daemon
+
+    def status(self) -> dict[str, Any]:
+        d = self.daemon
+        state = d.snapshot
+        now = d.clock.monotonic()
+        workers = []
+        for slot in state.workers:
+            handle = d.pool.handle(slot.pid) if slot.pid is not None else None
+            workers.append(
+                {
+                    "worker": slot.worker,
+                    "pid": slot.pid,
+                    "state": slot.state.value,
+                    "restarts": slot.restarts,
+                    "model_version": handle.version if handle is not None else None,
+                    "retry_in_s": (
+                        round(max(0.0, slot.retry_at - now), 3)
+                        if slot.retry_at is not None
+                        else None
+                    ),
+                    "incident": slot.incident or None,
+                }
+            )
+        common = self.common_status(
+            serving=state.serving,
+            paused=state.paused,
+            started_at=d.started_at,
+            uptime_s=d.uptime_s(),
+        )
+        common["model"]["last_good"] = self._model(state.last_good)
+        return {
+            "daemon": common.pop("daemon"),
+            "service": {
+                "host": self.cfg.service.host,
+                "port": self.cfg.service.port,
+                "workers_ready": sum(w["state"] == "ready" for w in workers),
+                "workers_total": len(workers),
+                "in_crash_loop": state.in_crash_loop,
+            },
+            "workers": workers,
+            **common,
+            "cooldowns": {
+                "crash_loop": state.in_crash_loop,
+                "restart_times_in_window": len(state.restart_times),
+                "restart_budget": self.cfg.restart.budget,
+            },
+        }
 
 
 def model_metric(schema: Schema) -> str:

@@ -62,7 +62,7 @@ class Plan:
 
     kind: str
     issue: str
-    scope: int | None
+    scope: int | str | None  # a worker slot, ``replica:<id>`` on Ray, or the whole service
     inject: Callable[[], dict[str, Any]]
 
 

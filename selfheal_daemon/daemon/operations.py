@@ -1,6 +1,7 @@
 """What a person asks of the daemon through the control endpoint, carried out on the loop.
 
-``Operations`` carries out control requests on the loop
+``ControlActions`` is what both backends do alike (dispatch, retrain, pause, a rollback's target,
+a drill's steps); ``Operations`` carries out control requests on local workers on the loop
 thread (pause, resume, restart, rollback, drills) and follows each until it is done: a manual
 restart resolves once every worker was replaced, a rollback once every worker serves the target
 version; a follow-up that does not finish in time is recorded as failed.
@@ -67,8 +68,162 @@ class FollowUp:
     manual: bool
 
 
-class Operations:
-    """Control requests and their follow-ups, run on the loop thread only."""
+class ControlActions:
+    """What both backends do alike with a control request, on the loop thread: dispatch it and
+    answer it, retrain, pause and resume, check a rollback target, run a drill's plan. A backend
+    says how to restart, roll back, pause and plan a drill."""
+
+    cfg: Config
+    clock: Clock
+    registry: ModelRegistry
+    recorder: Recorder
+    model: Callable[[ModelEvent], list[dict[str, Any]]]
+    model_state: Callable[[], ModelState]
+
+    def serve(self, request: ControlRequest) -> None:
+        try:
+            result = self._dispatch(request.action, request.params)
+        except ActionRefused as exc:
+            request.reply.set_exception(exc)
+        except (SelfhealError, OSError, ValueError) as exc:
+            logger.error("control action {} failed: {}", request.action, exc)
+            request.reply.set_exception(ActionRefused(f"{request.action} failed: {exc}", 500))
+        else:
+            request.reply.set_result(result)
+
+    def _dispatch(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        match action:
+            case "pause":
+                return self._pause(paused=True)
+            case "resume":
+                return self._pause(paused=False)
+            case "restart":
+                return self._restart()
+            case "rollback":
+                return self._rollback(params.get("to"))
+            case "drill":
+                return self._drill(str(params.get("kind", "")))
+            case "retrain":
+                return self._retrain()
+        raise ActionRefused(f"unknown action {action!r}", 404)
+
+    # ----- what a backend says ---------------------------------------------------------------
+    def paused(self) -> bool:
+        raise NotImplementedError
+
+    def set_paused(self, paused: bool) -> None:
+        raise NotImplementedError
+
+    def _restart(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _rollback(self, to: object) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _plan(self, kind: str) -> drills.Plan:
+        raise NotImplementedError
+
+    # ----- alike on both ---------------------------------------------------------------------
+    def _retrain(self) -> dict[str, Any]:
+        model = self.model_state()
+        if model.job_issue:
+            raise ActionRefused("a retrain is already running; see selfheal status", 409)
+        if model.deploying:
+            raise ActionRefused(f"a deployment of {model.deploying} is in progress", 409)
+        done = self.model(RetrainRequested(reason="manual retrain (control endpoint)"))
+        return {"accepted": True, "started": done}
+
+    def _manual(
+        self, scope: str, action: str, details: dict[str, Any], outcome: str | None = None
+    ) -> dict[str, Any]:
+        return self.recorder.record(
+            "manual_action",
+            scope,
+            detection="operator_request",
+            action=action,
+            details=details,
+            outcome=outcome,
+            manual=True,
+        )
+
+    def _pause(self, *, paused: bool) -> dict[str, Any]:
+        if self.paused() == paused:
+            raise ActionRefused(f"healing is already {'paused' if paused else 'running'}")
+        word = "pause" if paused else "resume"
+        record = self._manual(word, word, {}, outcome="resolved")
+        self.set_paused(paused)
+        logger.warning("healing {} by a person", "paused" if paused else "resumed")
+        return {"incident_id": record["incident_id"], "paused": paused}
+
+    def rollback_target(self, to: object, serving: str | None, last_good: str | None) -> str:
+        """The version a rollback goes to (``last_good`` when ``to`` is absent), checked: a
+        valid name, intact on disk, and not the one being served."""
+        if to is None:
+            target = last_good
+            if not target:
+                raise ActionRefused("there is no last_good version to roll back to")
+        else:  # only an absent ``to`` means last_good: "" or 0 is a mistake to name, not a default
+            target = to if isinstance(to, str) else repr(to)
+        try:
+            validate_version(target)
+        except SelfhealError as exc:
+            raise ActionRefused(str(exc), 422) from None
+        check = self.registry.verify_version(target)
+        if not check.ok:
+            raise ActionRefused(f"cannot roll back to {target}: {check.problem}", 409)
+        if target == serving:
+            raise ActionRefused(f"{target} is already being served")
+        return target
+
+    def _drill(self, kind: str) -> dict[str, Any]:
+        if kind not in drills.KINDS:
+            raise ActionRefused(f"unknown drill {kind!r}; one of {', '.join(drills.KINDS)}", 422)
+        if self.paused():
+            raise ActionRefused("healing is paused: a drill would not be healed; resume first")
+        try:
+            plan = self._plan(kind)
+            self.recorder.book.expect_drill(plan.issue, plan.scope)
+            injected_at = format_ts(self.clock.utcnow())
+            details = plan.inject()
+        except drills.DrillRefused as exc:
+            raise ActionRefused(str(exc)) from None
+        drills.log_injected(kind, details)
+        return {
+            "accepted": True,
+            "kind": kind,
+            "issue": plan.issue,
+            "worker": plan.scope if isinstance(plan.scope, int) else None,
+            "scope": plan.scope,
+            "injected_at": injected_at,
+            "details": details,
+        }
+
+    def model_drill(self, kind: str, serving: str | None) -> drills.Plan:
+        """A bad-model or corrupt-artifact drill: a broken version beside ``serving``, deployed."""
+        if not serving:
+            raise drills.DrillRefused("no version is being served")
+
+        def deploy() -> dict[str, Any]:
+            version = drills.register_bad_version(
+                self.registry, serving, corrupt=kind == "corrupt-artifact"
+            )
+            self.model(DeployRequested(version, "drill", f"drill: {kind}"))
+            return {"deployed": version, "serving": serving}
+
+        return drills.Plan(kind, "deployment_failure", None, deploy)
+
+    def drift_drill(self) -> drills.Plan:
+        if self.model_state().busy:
+            raise drills.DrillRefused("a retrain or deployment is running; try again later")
+
+        def inject() -> dict[str, Any]:
+            return drills.inject_drift(self.cfg, registry=self.registry)
+
+        return drills.Plan("drift", "data_drift", None, inject)
+
+
+class Operations(ControlActions):
+    """Control requests and their follow-ups on local workers, run on the loop thread only."""
 
     def __init__(
         self,
@@ -154,64 +309,11 @@ class Operations:
             )
 
     # ----- control requests ------------------------------------------------------------------
-    def serve(self, request: ControlRequest) -> None:
-        try:
-            result = self._dispatch(request.action, request.params)
-        except ActionRefused as exc:
-            request.reply.set_exception(exc)
-        except (SelfhealError, OSError, ValueError) as exc:
-            logger.error("control action {} failed: {}", request.action, exc)
-            request.reply.set_exception(ActionRefused(f"{request.action} failed: {exc}", 500))
-        else:
-            request.reply.set_result(result)
+    def paused(self) -> bool:
+        return self.state().paused
 
-    def _dispatch(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        match action:
-            case "pause":
-                return self._pause(paused=True)
-            case "resume":
-                return self._pause(paused=False)
-            case "restart":
-                return self._restart()
-            case "rollback":
-                return self._rollback(params.get("to"))
-            case "drill":
-                return self._drill(str(params.get("kind", "")))
-            case "retrain":
-                return self._retrain()
-        raise ActionRefused(f"unknown action {action!r}", 404)
-
-    def _retrain(self) -> dict[str, Any]:
-        model = self.model_state()
-        if model.job_issue:
-            raise ActionRefused("a retrain is already running; see selfheal status", 409)
-        if model.deploying:
-            raise ActionRefused(f"a deployment of {model.deploying} is in progress", 409)
-        done = self.model(RetrainRequested(reason="manual retrain (control endpoint)"))
-        return {"accepted": True, "started": done}
-
-    def _manual(
-        self, scope: str, action: str, details: dict[str, Any], outcome: str | None = None
-    ) -> dict[str, Any]:
-        return self.recorder.record(
-            "manual_action",
-            scope,
-            detection="operator_request",
-            action=action,
-            details=details,
-            outcome=outcome,
-            manual=True,
-        )
-
-    def _pause(self, *, paused: bool) -> dict[str, Any]:
-        state = self.state()
-        if state.paused == paused:
-            raise ActionRefused(f"healing is already {'paused' if paused else 'running'}")
-        word = "pause" if paused else "resume"
-        record = self._manual(word, word, {}, outcome="resolved")
+    def set_paused(self, paused: bool) -> None:
         self.handle(PauseHealing() if paused else ResumeHealing())
-        logger.warning("healing {} by a person", "paused" if paused else "resumed")
-        return {"incident_id": record["incident_id"], "paused": paused}
 
     def _restart(self) -> dict[str, Any]:
         before = {s.pid for s in self.state().workers if s.pid is not None}
@@ -236,21 +338,7 @@ class Operations:
 
     def _rollback(self, to: object) -> dict[str, Any]:
         state = self.state()
-        if to is None:
-            target = state.last_good
-            if not target:
-                raise ActionRefused("there is no last_good version to roll back to")
-        else:  # only an absent ``to`` means last_good: "" or 0 is a mistake to name, not a default
-            target = to if isinstance(to, str) else repr(to)
-        try:
-            validate_version(target)
-        except SelfhealError as exc:
-            raise ActionRefused(str(exc), 422) from None
-        check = self.registry.verify_version(target)
-        if not check.ok:
-            raise ActionRefused(f"cannot roll back to {target}: {check.problem}", 409)
-        if target == state.serving:
-            raise ActionRefused(f"{target} is already being served")
+        target = self.rollback_target(to, state.serving, state.last_good)
         record = self._manual("rollback", "rollback", {"from": state.serving, "to": target})
         self.follow(
             "manual_action",
@@ -266,29 +354,6 @@ class Operations:
         return {"accepted": True, "incident_id": record["incident_id"], "to": target}
 
     # ----- drills ----------------------------------------------------------------------------
-    def _drill(self, kind: str) -> dict[str, Any]:
-        if kind not in drills.KINDS:
-            raise ActionRefused(f"unknown drill {kind!r}; one of {', '.join(drills.KINDS)}", 422)
-        state = self.state()
-        if state.paused:
-            raise ActionRefused("healing is paused: a drill would not be healed; resume first")
-        try:
-            plan = self._plan(kind, state)
-            self.recorder.book.expect_drill(plan.issue, plan.scope)
-            injected_at = format_ts(self.clock.utcnow())
-            details = plan.inject()
-        except drills.DrillRefused as exc:
-            raise ActionRefused(str(exc)) from None
-        drills.log_injected(kind, details)
-        return {
-            "accepted": True,
-            "kind": kind,
-            "issue": plan.issue,
-            "worker": plan.scope,
-            "injected_at": injected_at,
-            "details": details,
-        }
-
     def _ready(self, state: SupervisorState) -> list[tuple[int, int]]:
         return [
             (s.worker, s.pid)
@@ -296,11 +361,18 @@ class Operations:
             if s.state is WorkerState.READY and s.pid is not None and not s.replacing
         ]
 
-    def _plan(self, kind: str, state: SupervisorState) -> drills.Plan:
+    def _plan(self, kind: str) -> drills.Plan:
+        state = self.state()
         if kind in ("bad-model", "corrupt-artifact"):
-            return self._model_plan(kind, state)
+            settled = state.all_ready and not any(s.replacing or s.stale for s in state.workers)
+            if not state.last_good or not settled or self.model_state().busy:
+                raise drills.DrillRefused(
+                    "a model drill needs a last_good model, every worker ready on the serving one"
+                    " and no retrain or deployment running; try again in a few seconds"
+                )
+            return self.model_drill(kind, state.serving)
         if kind == "drift":
-            return self._drift_plan()
+            return self.drift_drill()
         worker, pid = drills.pick_worker(self._ready(state))
         handle = self.pool.handle(pid)
         if handle is None:
@@ -323,30 +395,3 @@ class Operations:
             }
 
         return drills.Plan(kind, "resource_limit", worker, leak)
-
-    def _model_plan(self, kind: str, state: SupervisorState) -> drills.Plan:
-        settled = state.all_ready and not any(s.replacing or s.stale for s in state.workers)
-        if not state.last_good or not settled or self.model_state().busy:
-            raise drills.DrillRefused(
-                "a model drill needs a last_good model, every worker ready on the serving one and"
-                " no retrain or deployment running; try again in a few seconds"
-            )
-
-        def deploy() -> dict[str, Any]:
-            version = drills.register_bad_version(
-                self.registry, state.serving, corrupt=kind == "corrupt-artifact"
-            )
-            self.model(DeployRequested(version, "drill", f"drill: {kind}"))
-            return {"deployed": version, "serving": state.serving}
-
-        return drills.Plan(kind, "deployment_failure", None, deploy)
-
-    def _drift_plan(self) -> drills.Plan:
-        model = self.model_state()
-        if model.busy:
-            raise drills.DrillRefused("a retrain or deployment is running; try again later")
-
-        def inject() -> dict[str, Any]:
-            return drills.inject_drift(self.cfg, registry=self.registry)
-
-        return drills.Plan("drift", "data_drift", None, inject)

@@ -11,6 +11,7 @@ from loguru import logger
 from selfheal_daemon.clock import SystemClock
 from selfheal_daemon.config import Config
 from selfheal_daemon.control.server import (
+    ControlApi,
     ControlServer,
     bind_tcp,
     bind_unix,
@@ -111,7 +112,7 @@ def run_daemon(cfg: Config) -> None:
                 adopted=adopted,
                 alerts=alerts,
             )
-            control = _start_control(cfg, daemon)
+            control = start_control(cfg, DaemonControl(daemon))
             try:
                 daemon.run()
             finally:
@@ -123,10 +124,10 @@ def run_daemon(cfg: Config) -> None:
         release_daemon_pidfile(cfg.run_dir)
 
 
-def _start_control(cfg: Config, daemon: Daemon) -> ControlServer:
+def start_control(cfg: Config, api: ControlApi) -> ControlServer:
     """The control endpoint on ``run/control.sock`` (and TCP on loopback when configured)."""
     token = ensure_token(cfg.control_token_file)
-    app = create_control_app(DaemonControl(daemon), token, open_reads=cfg.control.open_reads)
+    app = create_control_app(api, token, open_reads=cfg.control.open_reads)
     sockets = [bind_unix(cfg.control_socket, cfg.control.socket_mode)]
     if cfg.control.tcp_port:
         sockets.append(bind_tcp(cfg.control.tcp_host, cfg.control.tcp_port))
