@@ -202,5 +202,7 @@ SelfhealReplica = serve.deployment(name=contracts.RAY_DEPLOYMENT)(serve.ingress(
 
 def app(args: dict[str, Any]) -> Application:
     """The application Serve's controller builds (``contracts.RAY_APP_IMPORT_PATH``); ``args``
-    holds ``settings``, the ``ServiceSettings`` fields of every replica."""
+    holds ``settings``, the ``ServiceSettings`` fields of every replica, and after a restart a
+    ``generation``, read by no one: a new one is a new code version, so Serve replaces every
+    replica."""
     return SelfhealReplica.bind(dict(args.get("settings", {})))

@@ -89,21 +89,15 @@ def check_config(path: Annotated[Path | None, typer.Argument(help="config file")
 
 def _client(config: Path | None) -> Any:
     from selfheal_daemon.control.client import ControlClient
-    from selfheal_daemon.errors import ControlError
 
     cfg = load_cli_config(config)
-    if cfg.backend.kind == "ray":
-        raise ControlError(
-            "backend.kind = 'ray': the control endpoint (status, actions, the dashboard) does not "
-            "run on the Ray backend yet; `selfheal history` and `selfheal report` read the audit "
-            "trail, `serve status` shows the replicas"
-        )
     return ControlClient(cfg)
 
 
 @app.command()
 def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """The running daemon: workers, models, last drift and quality results, open incidents."""
+    """The running daemon: workers (or Ray replicas and nodes), models, last drift and quality
+    results, open incidents."""
     from selfheal_daemon.cli.ops import format_status
 
     try:
@@ -358,7 +352,11 @@ def drill(
             started = client.act("drill", kind=kind)
             if not as_json:
                 where = (
-                    f" on worker {started['worker']}" if started.get("worker") is not None else ""
+                    f" on worker {started['worker']}"
+                    if started.get("worker") is not None
+                    else f" on {started['scope']}"
+                    if isinstance(started.get("scope"), str)
+                    else ""
                 )
                 typer.echo(f"{kind} drill: fault injected{where}: {started['details']}")
             seen = follow_drill(client, started, timeout_s=timeout)

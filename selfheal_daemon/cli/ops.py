@@ -18,13 +18,16 @@ MAX_CLASSES_SHOWN = 8
 def format_status(status: dict[str, Any]) -> str:
     """``selfheal status`` for a person."""
     d, svc, model = status["daemon"], status["service"], status["model"]
+    ray = svc.get("backend") == "ray"
     lines = [
         f"daemon   pid {d['pid']}, up {format_duration(d['uptime_s'])}, selfheal {d['version']}"
         + (", HEALING PAUSED" if d["paused"] else ""),
         f"service  http://{svc['host']}:{svc['port']}  "
-        f"{svc['workers_ready']}/{svc['workers_total']} workers ready"
+        f"{svc['workers_ready']}/{svc['workers_total']} {'replicas' if ray else 'workers'} ready"
         + (", CRASH LOOP" if svc["in_crash_loop"] else ""),
     ]
+    if ray:
+        lines.extend(_ray_lines(status))
     for w in status["workers"]:
         retry = f", retry in {w['retry_in_s']:.1f} s" if w.get("retry_in_s") is not None else ""
         lines.append(
@@ -48,17 +51,50 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("retrain  " + _retrain_line(healing))
     cool = status["cooldowns"]
     lines.append(
-        f"restarts {cool['restart_times_in_window']} in the window"
+        f"{'failures' if ray else 'restarts'} {cool['restart_times_in_window']} in the window"
         f" (budget {cool['restart_budget']})"
     )
     if status["open_incidents"]:
         lines.append("open incidents:")
         for inc in status["open_incidents"]:
             where = f" on worker {inc['worker']}" if inc.get("worker") is not None else ""
+            if inc.get("scope"):
+                where = f" on {inc['scope']}"
             lines.append(f"  {inc['incident_id']}  {inc['issue']}{where} since {inc['since']}")
     else:
         lines.append("open incidents: none")
     return "\n".join(lines)
+
+
+def _ray_lines(status: dict[str, Any]) -> list[str]:
+    """The Ray application, each replica and each node, under the service line."""
+    svc = status["service"]
+    seen = svc.get("seen_s_ago")
+    lines = [
+        f"  Ray application {svc.get('application')} on {svc.get('address')}:"
+        f" {svc.get('application_status')}"
+        + (f" ({svc['message']})" if svc.get("message") else "")
+        + (f", seen {seen:.1f} s ago" if seen is not None else "")
+    ]
+    replicas = status.get("replicas") or []
+    for r in replicas:
+        extra = ", leaving (restart)" if r.get("retiring") else ""
+        if r.get("refused"):
+            extra += f", refused: {r['refused']}"
+        lines.append(
+            f"  replica {r['replica']}: pid {r.get('pid') or '-'} on node"
+            f" {str(r.get('node') or '-')[:12]}, {r['state']}, model"
+            f" {r.get('model_version') or '-'}{extra}"
+        )
+    if not replicas:
+        lines.append("  no replica reports yet")
+    for n in status.get("nodes") or []:
+        lines.append(
+            f"  node {str(n['node'])[:12]}: {n.get('address') or '-'},"
+            f" {'alive' if n.get('alive') else 'DEAD'}, {n.get('cpus', 0):g} CPU,"
+            f" {n.get('replicas', 0)} replica(s)"
+        )
+    return lines
 
 
 def _model_line(model: dict[str, Any]) -> str:

@@ -10,7 +10,9 @@ Stopping the daemon leaves the application serving (it is Ray's, and detached); 
 daemon reattaches to it. The model's own healing is the local backend's (``lifecycle.healer``):
 the monitoring pass reads every replica's capture from the hub, and drift, retraining, the gate
 and performance drops work unchanged; a promotion goes to every replica through
-``lifecycle.ray_deployer``. The control endpoint and drills do not run on this backend yet.
+``lifecycle.ray_deployer``. The control endpoint runs as on local workers once the replicas
+serve (``daemon.ray_control``: status with the replicas and the nodes, the actions, the drills),
+and escalations reach the notifier.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from loguru import logger
 
 from selfheal_daemon.clock import Clock, SystemClock
 from selfheal_daemon.config import Config
+from selfheal_daemon.control.server import ControlServer
+from selfheal_daemon.daemon.operations import ControlRequest
+from selfheal_daemon.daemon.ray_control import RayControl, RayOperations, RollbackDone
 from selfheal_daemon.errors import SelfhealError
 from selfheal_daemon.lifecycle.events import ModelState, ServingChanged
 from selfheal_daemon.lifecycle.healer import MODEL_EVENTS, Healing, Observations
@@ -34,18 +39,20 @@ from selfheal_daemon.lifecycle.ray_deployer import RayDeployer
 from selfheal_daemon.lifecycle.worker_admin import AdminReply
 from selfheal_daemon.model.bootstrap import ensure_model
 from selfheal_daemon.model.registry import ModelRegistry
+from selfheal_daemon.record.alerts import Alerts
 from selfheal_daemon.record.audit import AuditLog, read_records
 from selfheal_daemon.record.metrics import DaemonMetrics
 from selfheal_daemon.record.recorder import Recorder, Report
 from selfheal_daemon.supervision.events import ModelChanged
 from selfheal_daemon.supervision.executor import log_report
-from selfheal_daemon.supervision.ray_cluster import RayCluster, SwapResult
+from selfheal_daemon.supervision.ray_cluster import RayCluster
 from selfheal_daemon.supervision.ray_policy import (
     ClusterView,
     Incident,
     RayPolicyConfig,
     RayState,
     RollBack,
+    SwapResult,
     model_changed,
     observe,
 )
@@ -54,6 +61,7 @@ from selfheal_daemon.system.systemd import SystemdNotifier
 
 DEPLOY_TIMEOUT_S = 300.0  # the first deploy starts every replica: imports, then a model load
 CAPTURE_LIMIT_ROWS = 100_000  # most rows one monitoring pass reads from the hub
+DIGEST_EVERY_S = 600.0  # how often the notifier is asked whether a digest is due
 
 
 @dataclass(frozen=True)
@@ -102,14 +110,22 @@ def run_ray_daemon(cfg: Config) -> None:
             feedback_rows=cfg.monitor.feedback_rows * cfg.backend.replicas,
         )
         recorder = Recorder(audit, clock, DaemonMetrics())
-        RayLoop(
-            cfg,
-            cluster=cluster,
-            registry=registry,
-            recorder=recorder,
-            clock=clock,
-            notifier=notifier,
-        ).run()
+        alerts = Alerts(
+            cfg.notify, recorder=recorder, clock=clock, state_file=cfg.state_dir / "notify.json"
+        )
+        recorder.on_escalated = alerts.escalated
+        try:
+            RayLoop(
+                cfg,
+                cluster=cluster,
+                registry=registry,
+                recorder=recorder,
+                clock=clock,
+                notifier=notifier,
+                alerts=alerts,
+            ).run()
+        finally:
+            alerts.close(timeout_s=2.0)
     finally:
         audit.close()
         notifier.close()
@@ -128,6 +144,7 @@ class RayLoop:
         recorder: Recorder,
         clock: Clock,
         notifier: SystemdNotifier,
+        alerts: Alerts | None = None,
     ) -> None:
         self.cfg = cfg
         self.cluster = cluster
@@ -135,10 +152,18 @@ class RayLoop:
         self.recorder = recorder
         self.clock = clock
         self.notifier = notifier
+        self.alerts = alerts
         self.policy_cfg = RayPolicyConfig(budget=cfg.restart.budget, window_s=cfg.restart.window_s)
         self.stop = threading.Event()
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.state = RayState(None, None)
+        self.state = RayState(None, None)  # replaced whole, never changed: the endpoint reads it
+        self.view: ClusterView | None = None  # the cluster as last seen (for /status)
+        self.started_at = clock.utcnow()
+        self._started_mono = clock.monotonic()
+        self.control: ControlServer | None = None
+
+    def uptime_s(self) -> float:
+        return self.clock.monotonic() - self._started_mono
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         logger.info("{} received: leaving the application to Ray", signal.Signals(signum).name)
@@ -162,6 +187,7 @@ class RayLoop:
         serving, seen = self._serve(serving, last_good)
         state = model_changed(RayState(serving, last_good), serving, last_good, self._now())
         self.state = observe(seen, state, self.policy_cfg).state  # the replicas found or started
+        self.view = seen
         self.healing = Healing(
             self.cfg,
             clock=self.clock,
@@ -176,6 +202,10 @@ class RayLoop:
             deployer=RayDeployer(self.cluster, self.registry, self.events.put),
             fetch=self._fetch,
         )
+        self.operations = RayOperations(self)
+        from selfheal_daemon.daemon.runner import start_control
+
+        self.control = start_control(self.cfg, RayControl(self))
         monitor = threading.Thread(target=self._monitor, name="monitor", daemon=True)
         monitor.start()
         status = f"{self.cfg.backend.replicas} Ray replicas, model {serving}"
@@ -191,6 +221,8 @@ class RayLoop:
             self._loop()
         finally:
             self.stop.set()
+            if self.control is not None:
+                self.control.stop()
             self.healing.close()
             self.recorder.bookkeeping("lifecycle", "daemon_stop", {"pid": os.getpid()})
             self.cluster.disconnect()
@@ -200,6 +232,7 @@ class RayLoop:
         """Model events as they come; the cluster's state every ``health_check_period_s``."""
         period = self.cfg.backend.health_check_period_s
         next_watch = self._now() + period
+        digest_at = self._now() + DIGEST_EVERY_S
         while not self.stop.is_set():
             try:
                 item = self.events.get(timeout=max(0.0, next_watch - self._now()))
@@ -208,15 +241,23 @@ class RayLoop:
             if isinstance(item, Observations):
                 self.healing.observe(item)
             elif isinstance(item, ModelChanged):
-                self._model_changed(item.serving, item.last_good)
+                self.model_changed(item.serving, item.last_good)
             elif isinstance(item, MODEL_EVENTS):
                 self.healing.handle(item)
+            elif isinstance(item, ControlRequest):
+                self.operations.serve(item)
+            elif isinstance(item, RollbackDone):
+                self.operations.rollback_done(item)
             if self._now() >= next_watch:
                 self.state = self._watch(self.state)
+                self.operations.check_follow_ups(self.view, self.state)
                 self._confirm()
                 self.notifier.watchdog()
                 self.recorder.audit.flush_pending()
                 next_watch = self._now() + period
+            if self.alerts is not None and self.alerts.enabled and self._now() >= digest_at:
+                self.alerts.digest_if_due()
+                digest_at = self._now() + DIGEST_EVERY_S
 
     def _monitor(self) -> None:
         """The monitoring pass every ``monitor.interval_s`` (drift, performance, incoming data),
@@ -236,7 +277,7 @@ class RayLoop:
         log_report(report)
         self.recorder.report(report)
 
-    def _model_changed(self, serving: str, last_good: str | None) -> None:
+    def model_changed(self, serving: str, last_good: str | None) -> None:
         """A new version serves on every replica: crash-loop counting starts over for it."""
         self.state = model_changed(self.state, serving, last_good, self._now())
         self.healing.handle(ServingChanged(serving, last_good))
@@ -314,6 +355,7 @@ class RayLoop:
         except Exception as exc:  # the GCS restarting, say: the next period tries again
             logger.warning("cannot read the Ray cluster's state: {}", exc)
             return state
+        self.view = view
         decision = observe(view, state, self.policy_cfg)
         state = decision.state
         for action in decision.actions:

@@ -145,6 +145,7 @@ class IncidentBook:
                 "incident_id": o.incident_id,
                 "issue": o.issue,
                 "worker": scope if isinstance(scope, int) else None,
+                "scope": scope if isinstance(scope, str) else None,
                 "since": o.since,
             }
             for (_, scope), o in sorted(self.open.items(), key=lambda item: item[1].opened)

@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +34,18 @@ import ray
 from loguru import logger
 from ray import serve
 from ray.serve._private.api import serve_start
+from ray.serve._private.constants import SERVE_NAMESPACE
 from ray.serve.schema import ServeDeploySchema
 
 from selfheal_daemon import contracts
 from selfheal_daemon.config import BackendConfig
 from selfheal_daemon.errors import SelfhealError
 from selfheal_daemon.model.registry import MODEL_FILE, ModelRegistry
-from selfheal_daemon.supervision.ray_policy import ClusterView, NodeView, ReplicaView
+from selfheal_daemon.supervision.ray_policy import ClusterView, NodeView, ReplicaView, SwapResult
 from selfheal_daemon.system.ray_hub import Hub
 
 REPLICA_PREFIX = "SERVE_REPLICA::"
+PUBLISHER = "daemon"  # who refused a version that failed its checks before it reached the hub
 # No usage statistics (no call home): set in the daemon's environment before it joins, so the
 # head it may start and every process Ray starts from here inherit it.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
@@ -52,18 +53,6 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"
 
 class RayBackendError(SelfhealError):
     """The cluster cannot be reached, started or deployed to."""
-
-
-@dataclass(frozen=True)
-class SwapResult:
-    """How a swap ended: ``ok`` once every replica reports ``version``; else who refused."""
-
-    ok: bool
-    version: str
-    seconds: float
-    on_version: tuple[str, ...]
-    refused: dict[str, str]  # replica -> reason
-    pending: tuple[str, ...]  # replicas still on another version at the deadline
 
 
 class RayCluster:
@@ -88,6 +77,7 @@ class RayCluster:
         self.hub: Any = None
         self._client: Any = None
         self._promoting = threading.Lock()  # one promotion at a time: each prunes the hub
+        self.generation = 0  # bumped by each restart_replicas; read back from Serve on connect
 
     # ----- the cluster ---------------------------------------------------------------------------
     @property
@@ -156,6 +146,18 @@ class RayCluster:
         )
         self.hub = hub_class.remote(self.capture_rows, self.feedback_rows, put=ray.put)
         ray.get(self.hub.versions.remote(), timeout=60)
+        self.generation = self._deployed_generation()
+
+    def _deployed_generation(self) -> int:
+        """The restart generation of the application Serve runs (0 when none runs), so that a
+        reattached daemon's next deploy changes ``user_config`` only, not the code version."""
+        details = self._client.get_serve_details()
+        app = (details.get("applications") or {}).get(self.backend.application) or {}
+        args = (app.get("deployed_app_config") or {}).get("args") or {}
+        try:
+            return int(args.get("generation", 0))
+        except (TypeError, ValueError):
+            return 0
 
     def disconnect(self) -> None:
         """Leave the cluster; the application, the hub and the head go on."""
@@ -182,6 +184,9 @@ class RayCluster:
         place. Returns the attempt's id once the controller took the config (replicas follow)."""
         backend = self.backend
         attempt = uuid.uuid4().hex[:12]
+        args: dict[str, Any] = {"settings": self.settings}
+        if self.generation:  # absent until the first restart: older deployments had no such key
+            args["generation"] = self.generation
         schema = ServeDeploySchema.model_validate(
             {
                 "proxy_location": "HeadOnly",
@@ -191,7 +196,7 @@ class RayCluster:
                         "name": backend.application,
                         "route_prefix": "/",
                         "import_path": contracts.RAY_APP_IMPORT_PATH,
-                        "args": {"settings": self.settings},
+                        "args": args,
                         "deployments": [
                             {
                                 "name": contracts.RAY_DEPLOYMENT,
@@ -248,7 +253,13 @@ class RayCluster:
     def _promote(
         self, registry: ModelRegistry, version: str, rollback_to: str | None, timeout_s: float
     ) -> SwapResult:
-        sha256 = self.publish(registry, version)
+        started = time.monotonic()
+        try:
+            sha256 = self.publish(registry, version)
+        except RayBackendError as exc:  # refused before any replica was asked: none changed
+            return SwapResult(
+                False, version, round(time.monotonic() - started, 3), (), {PUBLISHER: str(exc)}, ()
+            )
         attempt = self.deploy(version, sha256)
         result = self.wait_for_version(version, sha256, attempt, timeout_s)
         if result.ok:
@@ -267,6 +278,24 @@ class RayCluster:
         if self.wait_for_version(rollback_to, back, again, timeout_s).ok:
             self.hub.keep_versions.remote([back])
         return result
+
+    def restart_replicas(self, version: str, sha256: str) -> str:
+        """Replace every replica, one after the other (``selfheal restart``): a new restart
+        generation in the application's ``args`` is a new code version to Serve, which starts
+        replicas of it and drains the old ones. Returns the deploy's attempt id."""
+        with self._promoting:
+            self.generation += 1
+            return self.deploy(version, sha256)
+
+    def kill_replica(self, replica: str) -> None:
+        """``ray.kill`` one replica's actor, as a crash would (the crash drill): Serve sees it
+        gone and starts another."""
+        name = f"{REPLICA_PREFIX}{self.backend.application}#{contracts.RAY_DEPLOYMENT}#{replica}"
+        try:
+            actor = ray.get_actor(name, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            raise RayBackendError(f"replica {replica} is gone") from None
+        ray.kill(actor, no_restart=True)
 
     # ----- what runs -----------------------------------------------------------------------------
     def live_replica_ids(self) -> list[str]:

@@ -7,7 +7,8 @@ and each lost node is an incident (``service_crash``, detection ``replica_exited
 reports the serving version again. And one decision Ray cannot take: replicas that keep failing
 soon after a model change (``restart.budget`` failures within ``restart.window_s``) are a
 ``crash_loop`` caused by the model, so the daemon rolls back to ``last_good``; without a recent
-change it escalates, once.
+change it escalates, once; while healing is paused it is recorded as ``skipped``. Replicas in
+``retiring`` (replaced on purpose, by ``selfheal restart``) leave without an incident.
 
 A pure function of frozen views, state and ``now``; ``ray_cluster.RayCluster.view`` reads the
 views, the daemon's loop carries out the actions.
@@ -69,6 +70,18 @@ class ClusterView:
 
 
 @dataclass(frozen=True)
+class SwapResult:
+    """How a swap ended: ``ok`` once every replica reports ``version``; else who refused."""
+
+    ok: bool
+    version: str
+    seconds: float
+    on_version: tuple[str, ...]
+    refused: dict[str, str]  # replica -> reason
+    pending: tuple[str, ...]  # replicas still on another version at the deadline
+
+
+@dataclass(frozen=True)
 class RayPolicyConfig:
     budget: int = 5  # replica failures within window_s after a model change: a crash loop
     window_s: float = 60.0
@@ -115,6 +128,8 @@ class RayState:
     failures: tuple[float, ...] = ()  # when replicas failed, since the last model change
     changed_at: float | None = None  # when the serving version last changed
     crash_loop: bool = False
+    paused: bool = False  # healing paused: a crash loop is recorded, not rolled back
+    retiring: frozenset[str] = frozenset()  # replicas leaving on purpose (a restart)
 
 
 @dataclass(frozen=True)
@@ -146,7 +161,7 @@ def observe(view: ClusterView, state: RayState, cfg: RayPolicyConfig) -> Decisio
             actions.append(
                 Incident(SERVICE_CRASH, f"node:{node}", "node_lost", "ray_reschedules", lost)
             )
-        for replica in sorted(state.replicas - set(live)):
+        for replica in sorted(state.replicas - set(live) - state.retiring):
             exited: dict[str, Any] = {
                 "replica": replica,
                 "node": state.replica_nodes.get(replica),
@@ -191,6 +206,7 @@ def observe(view: ClusterView, state: RayState, cfg: RayPolicyConfig) -> Decisio
         outages=tuple(outages),
         failures=tuple(failures),
         crash_loop=crash_loop,
+        retiring=state.retiring & frozenset(live),
     )
     return Decision(new_state, tuple(actions))
 
@@ -205,6 +221,17 @@ def _crash_loop(
     }
     recent = state.changed_at is not None and now - state.changed_at <= cfg.window_s
     target = state.last_good
+    if state.paused:
+        details["reason"] = "healing paused"
+        skipped = Incident(
+            CRASH_LOOP,
+            "replicas",
+            "replica_failures_over_budget",
+            "none",
+            details,
+            outcome="skipped",
+        )
+        return [skipped]
     if recent and target is not None and target != state.serving:
         details["rollback_to"] = target
         reason = f"{len(failures)} replica failures within {cfg.window_s:g} s of serving "

@@ -724,3 +724,80 @@ def test_page_runs_under_a_strict_content_security_policy(browser: webdriver.Chr
         with contextlib.suppress(AssertionError):  # give a late violation report time to land
             wait_until(violations, 1.0)
         assert seen == []
+
+
+def ray_status() -> dict[str, Any]:
+    """``sample_status`` as the Ray backend answers it: replicas and nodes, no workers."""
+    status = sample_status()
+    status["daemon"]["backend"] = "ray"
+    status["service"].update(
+        backend="ray",
+        address="127.0.0.1:6379",
+        application="selfheal",
+        application_status="RUNNING",
+        message="",
+        workers_ready=1,
+        workers_total=2,
+    )
+    status["workers"] = []
+    status["replicas"] = [
+        {
+            "replica": "abc123",
+            "pid": 5151,
+            "node": "a" * 56,
+            "state": "ready",
+            "model_version": "v7",
+            "refused": None,
+            "retiring": False,
+        },
+        {
+            "replica": "def456",
+            "pid": 5252,
+            "node": "b" * 56,
+            "state": "updating",
+            "model_version": "v6",
+            "refused": "smoke test: prediction is not finite",
+            "retiring": True,
+        },
+    ]
+    status["nodes"] = [
+        {"node": "a" * 56, "address": "127.0.0.1", "alive": True, "cpus": 1.0, "replicas": 1},
+        {"node": "b" * 56, "address": "127.0.0.1", "alive": False, "cpus": 1.0, "replicas": 1},
+    ]
+    status["open_incidents"] = [
+        {
+            "incident_id": "inc-replica-1",
+            "issue": "service_crash",
+            "worker": None,
+            "scope": "replica:xyz789",
+            "since": "2026-11-27T10:00:00Z",
+        }
+    ]
+    return status
+
+
+def test_a_ray_daemon_shows_its_replicas_and_nodes(
+    browser: webdriver.Chrome, api: FakeControl
+) -> None:
+    """On the Ray backend the service card lists each replica (where it runs, its state, its
+    version, a refusal) and each node, alive or dead; no worker table."""
+    api.serve(ray_status(), sample_history(), sample_series())
+    open_page(browser, api)
+    wait_until(lambda: count(browser, "[data-testid=replica-row]") == 2, WAIT_S, "replica rows")
+
+    assert text(browser, "#workers-ready") == "1/2 replicas ready"
+    assert count(browser, "[data-testid=worker-row]") == 0
+    assert texts(browser, "[data-testid=replica-id]") == ["abc123", "def456"]
+    assert texts(browser, "[data-testid=replica-state]") == ["ready", "updating"]
+    assert texts(browser, "[data-testid=replica-model]") == ["v7", "v6"]
+    second = text(browser, "[data-replica=def456]")
+    assert "leaving" in second
+    assert "refused: smoke test: prediction is not finite" in second
+    assert "b" * 12 in second and "b" * 13 not in second  # node ids cut to 12 characters
+    assert texts(browser, "[data-testid=node-state]") == ["alive", "dead"]
+    assert texts(browser, "[data-testid=node-replicas]") == ["1", "1"]
+    meta = text(browser, "#service-meta")
+    assert "Ray application selfheal on 127.0.0.1:6379: RUNNING" in meta
+    assert text(browser, "#model [data-testid=model-mixed]") == "replicas serve v7, v6"
+    assert "on replica:xyz789" in text(browser, "#incidents [data-testid=incident]")
+    assert console_errors(browser) == []

@@ -273,8 +273,10 @@ def test_serves_the_local_workers_app_on_every_replica(env: Env) -> None:
         assert bad.status_code == 422  # the same validation as a local worker
         assert client.get("/ready").json()["model_version"] == "v1"
         assert client.get("/health").status_code == 200
-        oip = client.get("/v2/health/ready")
-        assert oip.status_code == 200
+        model = client.get("/model").json()
+        assert model["version"] == "v1"
+        assert model["sha256"] == env.registry.info("v1").meta["sha256"]
+        _speaks_oip(model["schema"]["name"], env.rows[:4], batch.json()["predictions"][:4])
         # the daemon's routes are not reachable through Serve's proxy
         assert client.get("/admin/capture").status_code == 404
         assert client.post("/admin/model", json={"version": "v2"}).status_code == 404
@@ -293,6 +295,31 @@ def test_serves_the_local_workers_app_on_every_replica(env: Env) -> None:
     assert sum(len(e["predictions"]) for e in found["predictions"]) >= 21
     assert found["next"] >= len(found["predictions"]) + len(found["feedback"])
     assert env.adapter.capture(found["next"])["predictions"] == []
+
+
+def _speaks_oip(name: str, rows: list[dict[str, float]], expected: list[float]) -> None:
+    """Triton's own client through Serve's proxy: ready, metadata, and an infer whose answers
+    are /predict's for the same rows."""
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{PORT}", network_timeout=30.0)
+    try:
+        assert client.is_server_live()
+        assert client.is_server_ready()
+        assert client.is_model_ready(name, "v1")
+        metadata = client.get_model_metadata(name)
+        assert metadata["versions"] == ["v1"]
+        inputs = []
+        for spec in metadata["inputs"]:
+            column = np.array([row[spec["name"]] for row in rows], dtype=np.float64)
+            tensor = triton.InferInput(spec["name"], [len(rows)], spec["datatype"])
+            tensor.set_data_from_numpy(column, binary_data=False)
+            inputs.append(tensor)
+        result = client.infer(name, inputs, request_id="through-the-proxy")
+        assert result.get_response()["id"] == "through-the-proxy"
+        np.testing.assert_allclose(result.as_numpy("predict"), expected, rtol=1e-12)
+    finally:
+        client.close()
 
 
 def test_a_new_version_reaches_every_replica_in_place_with_no_failed_request(env: Env) -> None:
@@ -615,3 +642,134 @@ def test_replicas_crashing_after_a_model_change_roll_the_model_back(
         assert client.post("/predict", json=env.rows[0]).json()["model_version"] == "v2"
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
+
+
+def _cli(state_dir: Path, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """``selfheal ARGS --config`` the daemon's config, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "selfheal_daemon", *args, "--config", str(state_dir / "c.toml")],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def _manual(state_dir: Path, scope_action: str, outcome: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in _records(state_dir)
+        if r.get("issue") == "manual_action"
+        and r.get("action") == scope_action
+        and r.get("outcome") == outcome
+    ]
+
+
+def _status_shows_the_cluster(env: Env, state_dir: Path) -> dict[str, Any]:
+    """``selfheal status`` (JSON and text) lists each replica where the cluster runs it, and
+    each node with its replicas; the replicas as the adapter sees them."""
+    shown = _cli(state_dir, "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["daemon"]["backend"] == "ray"
+    svc = status["service"]
+    assert (svc["backend"], svc["application"], svc["application_status"]) == (
+        "ray",
+        "selfheal",
+        "RUNNING",
+    )
+    assert (svc["workers_ready"], svc["workers_total"]) == (2, 2)
+    before = {r.replica: r for r in env.adapter.view().replicas}
+    assert {r["replica"]: (r["pid"], r["node"]) for r in status["replicas"]} == {
+        rid: (r.pid, r.node) for rid, r in before.items()
+    }
+    assert {r["state"] for r in status["replicas"]} == {"ready"}
+    assert {r["model_version"] for r in status["replicas"]} == {"v2"}
+    alive = {n["node"]: n for n in status["nodes"] if n["alive"]}
+    assert {r["node"] for r in status["replicas"]} <= set(alive)
+    assert sum(n["replicas"] for n in alive.values()) == 2
+    assert status["model"]["serving"] == "v2"
+    text = _cli(state_dir, "status").stdout
+    assert "2/2 replicas ready" in text
+    assert all(f"replica {rid}: pid {r.pid}" in text for rid, r in before.items()), text
+    return before
+
+
+def _drills_on_ray(env: Env, state_dir: Path, log: Path, replicas: set[str]) -> None:
+    """``selfheal drill`` on Ray: a replica's actor killed, then healed by Ray; a broken and a
+    damaged version refused and every replica left on the serving one; hang refused."""
+    drill = _cli(state_dir, "drill", "crash", "--timeout", "90")
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    assert "crash drill: resolved in" in drill.stdout
+    crashed = [r for r in _records(state_dir) if r.get("detection") == "replica_exited"]
+    assert [(r["outcome"], r.get("drill")) for r in crashed] == [(None, True), ("resolved", True)]
+    assert crashed[0]["details"]["replica"] in replicas
+
+    model_drills = (("bad-model", "smoke_test_failed"), ("corrupt-artifact", "checksum_mismatch"))
+    for kind, detection in model_drills:
+        assert wait_until(lambda: _all_on(env, "v2"), 60)
+        drilled = _cli(state_dir, "drill", kind, "--timeout", "90")
+        assert drilled.returncode == 0, drilled.stdout + drilled.stderr + log.read_text()[-3000:]
+        failures = [r for r in _records(state_dir) if r.get("issue") == "deployment_failure"]
+        assert failures[-2]["detection"] == detection, failures[-2]
+        assert failures[-1]["outcome"] == "resolved"
+        assert {r.version for r in env.adapter.view().replicas} == {"v2"}
+
+    refused = _cli(state_dir, "drill", "hang")
+    assert refused.returncode != 0
+    assert "may run on any node" in refused.stderr + refused.stdout
+
+
+def test_status_actions_and_drills_through_the_control_endpoint_on_ray(
+    env: Env, tmp_path: Path, daemons: Callable[[Path], subprocess.Popen[bytes]]
+) -> None:
+    """The Ray daemon's control socket, used with the CLI as on local workers: status lists
+    the replicas and the nodes; restart replaces every replica under a steady client; the crash
+    drill is detected and healed by Ray; pause and resume; rollback swaps every replica to the
+    target; the drills that need a local process are refused with why. (Last in the module: the
+    restart moves the application to a new restart generation.)"""
+    state_dir = _state(env, tmp_path, "[restart]\nstable_after_s = 600.0\n")
+    log = tmp_path / "daemon.log"
+    daemon = daemons(state_dir)
+    assert wait_until(lambda: _count(state_dir, "reattached"), 90), log.read_text()[-3000:]
+
+    before = _status_shows_the_cluster(env, state_dir)
+
+    with Steady(env.rows) as client:
+        restarted = _cli(state_dir, "restart")
+        assert restarted.returncode == 0, restarted.stderr
+        done = wait_until(lambda: _manual(state_dir, "restart", "resolved"), 120)
+        assert done, log.read_text()[-4000:]
+        time.sleep(1.0)
+    after = {r.replica for r in env.adapter.view().replicas}
+    assert len(after) == 2
+    assert not after & set(before)  # every replica replaced
+    assert client.failed == [], client.failed[:5]  # drained, one after the other
+    assert client.ok > 0
+    assert not _count(state_dir, "replica_exited")  # replaced on purpose: no incident
+
+    _drills_on_ray(env, state_dir, log, after)
+
+    assert _cli(state_dir, "pause").returncode == 0
+    assert json.loads(_cli(state_dir, "status", "--json").stdout)["daemon"]["paused"] is True
+    assert _cli(state_dir, "resume").returncode == 0
+
+    assert wait_until(lambda: _all_on(env, "v2"), 60)
+    with Steady(env.rows) as client:
+        rolled = _cli(state_dir, "rollback", "--to", "v1")
+        assert rolled.returncode == 0, rolled.stderr
+        assert wait_until(lambda: _manual(state_dir, "rollback", "resolved"), 120), log.read_text()[
+            -4000:
+        ]
+        time.sleep(1.0)
+    assert client.failed == [], client.failed[:5]
+    assert client.versions[-1] == "v1"
+    assert {r.version for r in env.adapter.view().replicas} == {"v1"}
+    assert ModelRegistry(state_dir / "registry").alias("current") == "v1"
+    status = json.loads(_cli(state_dir, "status", "--json").stdout)
+    assert status["model"]["serving"] == "v1"
+
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
+    env.adapter.generation = env.adapter._deployed_generation()  # for any later deploy

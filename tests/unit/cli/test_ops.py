@@ -117,3 +117,54 @@ def test_check_shows_the_live_metric_under_its_name() -> None:
     lines = format_check(result).splitlines()
     assert lines[1] == "performance: ok (roc_auc 0.8)"
     assert lines[2] == "performance: ok (r2 0.7, rows 9)"
+
+
+def test_status_on_the_ray_backend_lists_the_application_its_replicas_and_nodes() -> None:
+    data = status(REGRESSION)
+    data["service"].update(
+        backend="ray",
+        address="127.0.0.1:6379",
+        application="selfheal",
+        application_status="RUNNING",
+        message="",
+        seen_s_ago=0.4,
+        workers_ready=1,
+        workers_total=2,
+    )
+    data["replicas"] = [
+        {"replica": "abc", "pid": 11, "node": "n" * 40, "state": "ready", "model_version": "v1"},
+        {
+            "replica": "def",
+            "pid": 12,
+            "node": "m" * 40,
+            "state": "updating",
+            "model_version": "v0",
+            "refused": "sha256 mismatch",
+            "retiring": True,
+        },
+    ]
+    data["nodes"] = [
+        {"node": "n" * 40, "address": "10.0.0.1", "alive": True, "cpus": 2.0, "replicas": 1},
+        {"node": "m" * 40, "address": "10.0.0.2", "alive": False, "cpus": 1.0, "replicas": 1},
+    ]
+    data["open_incidents"] = [
+        {
+            "incident_id": "i1",
+            "issue": "service_crash",
+            "worker": None,
+            "scope": "replica:zz",
+            "since": "2026-12-04T10:00:00Z",
+        }
+    ]
+    text = format_status(data)
+    assert "1/2 replicas ready" in line(text, "service")
+    assert "Ray application selfheal on 127.0.0.1:6379: RUNNING, seen 0.4 s ago" in text
+    assert line(text, "  replica abc") == (
+        f"  replica abc: pid 11 on node {'n' * 12}, ready, model v1"
+    )
+    assert line(text, "  replica def").endswith(
+        "updating, model v0, leaving (restart), refused: sha256 mismatch"
+    )
+    assert line(text, "  node mmm") == f"  node {'m' * 12}: 10.0.0.2, DEAD, 1 CPU, 1 replica(s)"
+    assert line(text, "failures") == "failures 0 in the window (budget 5)"
+    assert "  i1  service_crash on replica:zz since 2026-12-04T10:00:00Z" in text

@@ -139,7 +139,8 @@ def test_expect_drill_marks_the_next_incident_of_that_key_only(book: IncidentBoo
 def test_open_incidents_lists_what_is_open_oldest_first(
     book: IncidentBook, clock: FakeClock
 ) -> None:
-    """open_incidents gives id, issue, worker (or None) and since, in the order they opened."""
+    """open_incidents gives id, issue, worker (or None), a named scope (a manual action's, a Ray
+    replica's, or None) and since, in the order they opened."""
     a = book.record("service_crash", 2, detection="worker_exit", action="restart")
     clock.advance(5.0)
     b = book.record("data_drift", None, detection="psi", action="retrain")
@@ -154,18 +155,21 @@ def test_open_incidents_lists_what_is_open_oldest_first(
             "incident_id": b["incident_id"],
             "issue": "data_drift",
             "worker": None,
+            "scope": None,
             "since": format_ts(start + timedelta(seconds=5)),
         },
         {
             "incident_id": c["incident_id"],
             "issue": "rollback",
             "worker": None,
+            "scope": "rollback",
             "since": format_ts(start + timedelta(seconds=10)),
         },
         {
             "incident_id": d["incident_id"],
             "issue": "service_crash",
             "worker": 2,
+            "scope": None,
             "since": format_ts(start + timedelta(seconds=15)),
         },
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from selfheal_daemon.supervision.ray_policy import (
     CRASH_LOOP,
     SERVICE_CRASH,
@@ -168,4 +170,37 @@ def test_failures_spread_wider_than_the_window_are_no_crash_loop() -> None:
         state, actions = _churn(state, start, 1)
         assert not any(isinstance(a, RollBack) for a in actions)
     assert not state.crash_loop
+    assert len(state.failures) == 1
+
+
+def test_a_crash_loop_while_paused_is_recorded_as_skipped_and_not_rolled_back() -> None:
+    state, _ = _run(RayState("v1", "v1"), _view(0.0, {"r0": HEAD, "r1": SECOND}, version="v2"))
+    state = replace(model_changed(state, "v2", "v1", now=0.0), paused=True)
+    state, actions = _churn(state, 1.0, 4)
+    assert not [a for a in actions if isinstance(a, RollBack)]
+    loop = [a for a in actions if isinstance(a, Incident) and a.issue == CRASH_LOOP]
+    assert [(a.action, a.outcome, a.details["reason"]) for a in loop] == [
+        ("none", "skipped", "healing paused")
+    ]
+    failures = [a for a in actions if isinstance(a, Incident) and a.issue == SERVICE_CRASH]
+    assert failures  # each failure is still on the record while paused
+
+
+def test_replicas_replaced_on_purpose_leave_without_an_incident() -> None:
+    """A restart marks the replicas it replaces as retiring: their going is no failure, while
+    another replica that dies meanwhile still is."""
+    state, _ = _run(RayState("v1", "v1"), _view(0.0, {"a": HEAD, "b": SECOND}))
+    state = replace(state, retiring=frozenset({"a"}))
+    state, actions = _run(
+        state,
+        _view(1.0, {"b": SECOND, "c": HEAD}),  # a left, c is its successor
+        _view(2.0, {"c": HEAD}, running=1),  # b died: a real failure
+        _view(3.0, {"c": HEAD, "d": SECOND}),
+    )
+    incidents = [a for a in actions if isinstance(a, Incident)]
+    assert [(a.scope, a.outcome) for a in incidents] == [
+        ("replica:b", None),
+        ("replica:b", "resolved"),
+    ]
+    assert state.retiring == frozenset()
     assert len(state.failures) == 1
