@@ -4,7 +4,10 @@ Throughput and latency (wrk, one row and 1000-row batches, at c=1 and c=16) of `
 own workers, then of the same app on two Ray Serve replicas behind Serve's HTTP proxy on a real
 two-node Ray cluster (a head and a second node, one CPU each, as in the tests); then the time
 from a promotion (publish the version to the hub, change ``user_config``) to every replica
-confirming the new version, swapping between two versions again and again.
+confirming the new version, swapping between two versions again and again; then ``selfheal
+restart``'s rolling replacement of every replica (a new restart generation), timed until no
+replica from before is left, with a client sending one-row requests throughout and counting
+those that failed.
 
 Ray binds to the node's address, so everything here (the daemon, the cluster, wrk) runs in a
 network namespace of its own with nothing but loopback (``tests/ray_cluster.py``): the script
@@ -25,6 +28,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -162,10 +166,81 @@ def _ray(
             promotions.append({"version": target, "seconds": round(total, 3)})
             progress(f"  promotion {i + 1} to {target}: every replica on it in {total:.3f} s")
         data["promotions"] = promotions
+        data["restarts"] = _restarts(adapter, registry, versions[0], port, max(3, args.runs))
         return data
     finally:
         adapter.disconnect()
         cluster.shutdown()
+
+
+class _Steady:
+    """One-row requests back to back on a thread until stopped; counts answers and failures."""
+
+    def __init__(self, url: str, body: bytes) -> None:
+        self.url, self.body = url, body
+        self.ok = self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        headers = {"content-type": "application/json"}
+        with httpx.Client(timeout=10.0) as client:
+            while not self._stop.is_set():
+                try:
+                    answer = client.post(self.url, content=self.body, headers=headers)
+                except httpx.HTTPError:
+                    self.failed += 1
+                    continue
+                if answer.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+
+    def __enter__(self) -> _Steady:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _restarts(adapter: Any, registry: Any, version: str, port: int, times: int) -> list[Any]:
+    """``times`` rolling restarts of every replica under a steady client: seconds until every
+    replica is new and on ``version``, and the requests answered and failed meanwhile."""
+    import json
+
+    sha256 = str(registry.info(version).meta["sha256"])
+    promoted = adapter.promote(registry, version, None, SWAP_TIMEOUT_S)
+    if not promoted.ok:
+        raise SystemExit(f"ray_backend.py: back to {version} failed: {promoted}")
+    schema = registry.info(version).schema
+    row = registry.load_reference(version)[0]
+    body = json.dumps({name: float(v) for name, v in zip(schema.features, row, strict=True)})
+    found = []
+    for i in range(times):
+        before = {r.replica for r in adapter.view().replicas}
+        with _Steady(f"http://127.0.0.1:{port}/predict", body.encode()) as client:
+            t0 = time.monotonic()
+            adapter.restart_replicas(version, sha256)
+            while True:
+                view = adapter.view()
+                live = {r.replica for r in view.replicas}
+                if view.settled(version) and not live & before:
+                    break
+                if time.monotonic() - t0 > SWAP_TIMEOUT_S:
+                    raise SystemExit(f"ray_backend.py: restart {i + 1} not done: {view}")
+                time.sleep(0.1)
+            seconds = time.monotonic() - t0
+            time.sleep(0.5)
+        found.append({"seconds": round(seconds, 3), "ok": client.ok, "failed": client.failed})
+        progress(
+            f"  restart {i + 1}: every replica replaced in {seconds:.2f} s, "
+            f"{client.failed} of {client.ok + client.failed} requests failed"
+        )
+    return found
 
 
 def _median(results: list[dict[str, Any]], key: str) -> float:
@@ -190,6 +265,15 @@ def report(data: dict[str, Any]) -> None:
         f"median {statistics.median(seconds):.3f} s "
         f"(min {min(seconds):.3f}, max {max(seconds):.3f}, {len(seconds)} promotions); "
         f"first deploy from no cluster {data['ray']['cold_start_s']} s"
+    )
+    restarts = data["ray"].get("restarts")
+    if not restarts:  # a run from before restarts were timed
+        return
+    print(
+        "rolling restart of every replica: median "
+        f"{statistics.median(r['seconds'] for r in restarts):.2f} s "
+        f"({len(restarts)} restarts), {sum(r['failed'] for r in restarts)} of "
+        f"{sum(r['ok'] + r['failed'] for r in restarts)} requests failed meanwhile"
     )
 
 

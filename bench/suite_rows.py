@@ -915,6 +915,12 @@ def summarise_ray(raw: dict[str, Any]) -> dict[str, Any]:
     out["promotion_s"] = spread([p["seconds"] for p in raw["ray"]["promotions"]])
     out["promotions"] = len(raw["ray"]["promotions"])
     out["cold_start_s"] = raw["ray"]["cold_start_s"]
+    restarts = raw["ray"].get("restarts") or []  # absent from runs before restarts were timed
+    if restarts:
+        out["restart_s"] = spread([r["seconds"] for r in restarts])
+        out["restarts"] = len(restarts)
+        out["restart_failed"] = sum(r["failed"] for r in restarts)
+        out["restart_requests"] = sum(r["ok"] + r["failed"] for r in restarts)
     return out
 
 
@@ -944,6 +950,17 @@ def rows_ray(s: dict[str, Any]) -> list[Row]:
             f"first deploy from no cluster {s['cold_start_s']:.1f} s",
         )
     )
+    if "restart_s" in s:
+        r = s["restart_s"]
+        rows.append(
+            row(
+                "ray",
+                "selfheal restart on Ray: every replica replaced, one after the other, under load",
+                None,
+                f"{r['median']:.2f} s ({r['min']:.2f}-{r['max']:.2f}, {s['restarts']} restarts)",
+                f"{s['restart_failed']} of {s['restart_requests']} requests failed",
+            )
+        )
     return rows
 
 

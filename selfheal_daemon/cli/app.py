@@ -78,8 +78,11 @@ def check_config(path: Annotated[Path | None, typer.Argument(help="config file")
     except ConfigError as exc:
         raise fail(exc) from None
     where = target if target is not None else "built-in defaults"
+    serving = f"{cfg.service.workers} worker(s)"
+    if cfg.backend.kind == "ray":
+        serving = f"{cfg.backend.replicas} Ray replica(s) of a cluster at {cfg.backend.address}"
     typer.echo(
-        f"{where}: OK (state_dir {cfg.state_dir}, {cfg.service.workers} worker(s) on "
+        f"{where}: OK (state_dir {cfg.state_dir}, {serving} on "
         f"{cfg.service.host}:{cfg.service.port})"
     )
 

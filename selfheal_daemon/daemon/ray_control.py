@@ -201,7 +201,12 @@ class RayOperations(ControlActions):
         sha256 = str(self.registry.info(state.serving).meta["sha256"])
         record = self._manual("restart", "restart", {"replicas": sorted(before)})
         self.loop.state = replace(state, retiring=state.retiring | before)
-        self.cluster.restart_replicas(state.serving, sha256)
+        try:
+            self.cluster.restart_replicas(state.serving, sha256)
+        except Exception as exc:  # the controller unreachable: nothing was asked of the replicas
+            self.loop.state = replace(self.loop.state, retiring=state.retiring)
+            self._manual("restart", "restart", {"reason": str(exc)}, outcome="failed")
+            raise ActionRefused(f"restart failed: {exc}", 503) from None
         logger.warning("restarting every Ray replica ({}) by a person", ", ".join(sorted(before)))
 
         def replaced(view: ClusterView, state: RayState) -> bool:

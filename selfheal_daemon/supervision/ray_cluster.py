@@ -362,10 +362,6 @@ class RayCluster:
         result: dict[str, Any] = ray.get(self.hub.capture.remote(after, limit), timeout=60)
         return result
 
-    def delete_application(self) -> None:
-        """Stop the application's replicas (``selfheal stop`` on a Ray backend)."""
-        serve.delete(self.backend.application)
-
 
 def _sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()

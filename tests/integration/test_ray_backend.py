@@ -50,6 +50,7 @@ from tests.ray_cluster import can_isolate, descendants, loopback_only, wait_unti
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(300)]
 
 PORT = 18642
+CONTROL_PORT = 18643  # the daemon's control endpoint on TCP, for the dashboard in Chromium
 URL = f"http://127.0.0.1:{PORT}"
 ROWS = 1500
 
@@ -696,6 +697,29 @@ def _status_shows_the_cluster(env: Env, state_dir: Path) -> dict[str, Any]:
     return before
 
 
+def _dashboard_shows_the_replicas(replicas: set[str]) -> None:
+    """The dashboard, in real headless Chromium (in the test's namespace, as the daemon is),
+    lists the replicas the cluster runs and the nodes."""
+    from tests.browser import chromium, console_errors
+
+    def shown(browser: Any, testid: str) -> list[str]:
+        found: list[str] = browser.execute_script(
+            "return [...document.querySelectorAll(`[data-testid=${arguments[0]}]`)]"
+            ".map((e) => e.textContent);",
+            testid,
+        )
+        return found
+
+    with chromium() as browser:
+        browser.get(f"http://127.0.0.1:{CONTROL_PORT}/?refresh=0.5")
+        listed = wait_until(lambda: set(shown(browser, "replica-id")) == replicas, 20)
+        assert listed, shown(browser, "replica-id")
+        assert shown(browser, "workers-ready") == ["2/2 replicas ready"]
+        assert shown(browser, "replica-state") == ["ready", "ready"]
+        assert "alive" in shown(browser, "node-state")
+        assert console_errors(browser) == []
+
+
 def _drills_on_ray(env: Env, state_dir: Path, log: Path, replicas: set[str]) -> None:
     """``selfheal drill`` on Ray: a replica's actor killed, then healed by Ray; a broken and a
     damaged version refused and every replica left on the serving one; hang refused."""
@@ -729,12 +753,14 @@ def test_status_actions_and_drills_through_the_control_endpoint_on_ray(
     drill is detected and healed by Ray; pause and resume; rollback swaps every replica to the
     target; the drills that need a local process are refused with why. (Last in the module: the
     restart moves the application to a new restart generation.)"""
-    state_dir = _state(env, tmp_path, "[restart]\nstable_after_s = 600.0\n")
+    extra = f"[restart]\nstable_after_s = 600.0\n[control]\ntcp_port = {CONTROL_PORT}\n"
+    state_dir = _state(env, tmp_path, extra)
     log = tmp_path / "daemon.log"
     daemon = daemons(state_dir)
     assert wait_until(lambda: _count(state_dir, "reattached"), 90), log.read_text()[-3000:]
 
     before = _status_shows_the_cluster(env, state_dir)
+    _dashboard_shows_the_replicas(set(before))
 
     with Steady(env.rows) as client:
         restarted = _cli(state_dir, "restart")

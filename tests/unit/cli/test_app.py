@@ -151,3 +151,5 @@ def test_control_commands_on_the_ray_backend_reach_its_daemon_like_a_local_one(
     local.write_text('state_dir = "state"\n')
     assert runner.invoke(app, ["status", "--config", str(local)]).output == result.output
     assert runner.invoke(app, ["history", "--config", str(config)]).exit_code == 0
+    checked = runner.invoke(app, ["check-config", str(config)])
+    assert "2 Ray replica(s) of a cluster at local on 127.0.0.1:8000" in checked.output

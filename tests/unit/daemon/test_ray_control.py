@@ -193,6 +193,22 @@ def test_restart_replaces_every_replica_and_resolves_once_none_from_before_is_le
     assert ops.busy == ""
 
 
+def test_a_restart_the_controller_does_not_take_is_refused_and_recorded_failed(
+    loop: FakeLoop,
+) -> None:
+    def unreachable(_version: str, _sha256: str) -> str:
+        raise ConnectionError("GCS unreachable")
+
+    loop.cluster.restart_replicas = unreachable  # type: ignore[method-assign]
+    ops = RayOperations(loop)  # type: ignore[arg-type]
+    answer = refused(ops, "restart")
+    assert answer.status == 503
+    assert "GCS unreachable" in str(answer)
+    assert loop.state.retiring == frozenset()  # a replica lost now is an incident again
+    assert manual(loop) == [("restart", None), ("restart", "failed")]
+    assert ops.busy == ""
+
+
 def test_a_restart_not_done_in_time_is_recorded_as_failed(loop: FakeLoop) -> None:
     ops = RayOperations(loop)  # type: ignore[arg-type]
     act(ops, "restart")
