@@ -8,11 +8,11 @@ the caller waits for (bounded by ``control.action_timeout_s``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import queue
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from selfheal_daemon import __version__
 from selfheal_daemon.config import METRICS, REGRESSION_METRICS, Config
@@ -34,28 +34,44 @@ SHOWN_WITH = {"regression": ("r2", "mae", "rmse"), "classifier": ("accuracy", "l
 """The metrics shown beside the model's own: a regression's three, a classifier's two."""
 
 
+class ControlHost(Protocol):
+    """What the reads need of a daemon's loop, local or Ray."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def registry(self) -> ModelRegistry: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
+
+    @property
+    def healing(self) -> Healing: ...
+
+    @property
+    def events(self) -> queue.SimpleQueue[Any]: ...
+
+
 class ControlReads:
     """The reads and the ``check`` both backends answer the same way: the models, the model's
-    healing, history, report, series and metrics. A backend adds ``status`` and ``act``."""
+    healing, history, report, series and metrics. A backend adds ``status``."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        *,
-        registry: ModelRegistry,
-        recorder: Recorder,
-        healing: Callable[[], Healing],
-        events: Callable[[Any], None],
-    ) -> None:
-        self.cfg = cfg
-        self.registry = registry
-        self.recorder = recorder
-        self.healing = healing
-        self.events = events
+    def __init__(self, host: ControlHost) -> None:
+        self.host = host
+        self.cfg = host.cfg
+        self.registry = host.registry
+        self.recorder = host.recorder
         self._schemas: dict[str, Schema | None] = {}  # a version's schema never changes
 
     def common_status(
-        self, *, serving: str | None, paused: bool, started_at: datetime, uptime_s: float
+        self,
+        *,
+        serving: str | None,
+        last_good: str | None,
+        paused: bool,
+        started_at: datetime,
+        uptime_s: float,
     ) -> dict[str, Any]:
         """What ``/status`` holds on either backend: the daemon, the models, the last checks,
         the model's healing and the open incidents."""
@@ -73,7 +89,7 @@ class ControlReads:
                 "serving": serving,
                 **self._describe(serving or self.registry.alias("current")),
                 "current": self._model(self.registry.alias("current")),
-                "last_good": self._model(self.registry.alias("last_good")),
+                "last_good": self._model(last_good),
             },
             "drift": {"last_check": latest.get("data_drift")},
             "quality": {"last_check": latest.get("data_quality")},
@@ -84,7 +100,7 @@ class ControlReads:
         }
 
     def _model_healing(self) -> dict[str, Any]:
-        m = self.healing().snapshot
+        m = self.host.healing.snapshot
         now = datetime.now(UTC).timestamp()
         return {
             "retraining": m.job_issue or None,
@@ -211,7 +227,7 @@ class ControlReads:
         if action == "check":
             return self._check()
         request = ControlRequest(action, params)
-        self.events(request)
+        self.host.events.put(request)
         try:
             return request.reply.result(timeout=self.cfg.control.action_timeout_s)
         except FutureTimeout:
@@ -224,7 +240,7 @@ class ControlReads:
     def _check(self) -> dict[str, Any]:
         """Run the monitoring pass on this thread now, then wait for the loop's decisions."""
         reply: Future[list[dict[str, Any]]] = Future()
-        collected = self.healing().monitor_pass(reply)
+        collected = self.host.healing.monitor_pass(reply)
         try:
             decided = reply.result(timeout=self.cfg.control.action_timeout_s)
         except FutureTimeout:
@@ -240,13 +256,7 @@ class DaemonControl(ControlReads):
     """Implements ``control.ControlApi`` over a running ``Daemon`` (local workers)."""
 
     def __init__(self, daemon: Daemon) -> None:
-        super().__init__(
-            daemon.cfg,
-            registry=daemon.registry,
-            recorder=daemon.recorder,
-            healing=lambda: daemon.healing,
-            events=daemon.events.put,
-        )
+        super().__init__(daemon)
         self.daemon = daemon
 
     def status(self) -> dict[str, Any]:
@@ -273,11 +283,11 @@ class DaemonControl(ControlReads):
             )
         common = self.common_status(
             serving=state.serving,
+            last_good=state.last_good,
             paused=state.paused,
             started_at=d.started_at,
             uptime_s=d.uptime_s(),
         )
-        common["model"]["last_good"] = self._model(state.last_good)
         return {
             "daemon": common.pop("daemon"),
             "service": {

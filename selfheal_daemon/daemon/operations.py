@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 
@@ -66,6 +66,30 @@ class FollowUp:
     done: Callable[[SupervisorState], bool]
     deadline: float
     manual: bool
+
+
+class _Deadline(Protocol):
+    deadline: float
+
+
+Due = TypeVar("Due", bound=_Deadline)
+
+
+def settled(
+    items: list[Due], done: Callable[[Due], bool], now: float
+) -> list[tuple[Due, str, dict[str, Any]]]:
+    """The follow-ups that ended (taken out of ``items``): resolved when ``done``, failed once
+    past their deadline; each with its outcome and details."""
+    ended: list[tuple[Due, str, dict[str, Any]]] = []
+    for item in list(items):
+        if done(item):
+            ended.append((item, "resolved", {}))
+        elif now > item.deadline:
+            ended.append((item, "failed", {"reason": f"not done within {FOLLOW_UP_S:.0f} s"}))
+        else:
+            continue
+        items.remove(item)
+    return ended
 
 
 class ControlActions:
@@ -264,15 +288,8 @@ class Operations(ControlActions):
         self.follow_ups.append(FollowUp(issue, scope, detection, action, done, deadline, manual))
 
     def check_follow_ups(self, state: SupervisorState) -> None:
-        now = self.clock.monotonic()
-        for item in list(self.follow_ups):
-            if item.done(state):
-                outcome, details = "resolved", {}
-            elif now > item.deadline:
-                outcome, details = "failed", {"reason": f"not done within {FOLLOW_UP_S:.0f} s"}
-            else:
-                continue
-            self.follow_ups.remove(item)
+        ended = settled(self.follow_ups, lambda item: item.done(state), self.clock.monotonic())
+        for item, outcome, details in ended:
             self.recorder.record(
                 item.issue,
                 item.scope,

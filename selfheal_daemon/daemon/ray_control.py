@@ -30,7 +30,7 @@ from loguru import logger
 from selfheal_daemon.control.server import ActionRefused
 from selfheal_daemon.daemon import drills
 from selfheal_daemon.daemon.bridge import ControlReads
-from selfheal_daemon.daemon.operations import FOLLOW_UP_S, ControlActions
+from selfheal_daemon.daemon.operations import FOLLOW_UP_S, ControlActions, settled
 from selfheal_daemon.lifecycle.events import HealingPaused
 from selfheal_daemon.supervision.ray_policy import SERVICE_CRASH, ClusterView, RayState, SwapResult
 
@@ -47,13 +47,7 @@ class RayControl(ControlReads):
     """Implements ``control.ControlApi`` over a running ``RayLoop``."""
 
     def __init__(self, loop: RayLoop) -> None:
-        super().__init__(
-            loop.cfg,
-            registry=loop.registry,
-            recorder=loop.recorder,
-            healing=lambda: loop.healing,
-            events=loop.events.put,
-        )
+        super().__init__(loop)
         self.loop = loop
 
     def status(self) -> dict[str, Any]:
@@ -61,11 +55,11 @@ class RayControl(ControlReads):
         state, view = loop.state, loop.view
         common = self.common_status(
             serving=state.serving,
+            last_good=state.last_good,
             paused=state.paused,
             started_at=loop.started_at,
             uptime_s=loop.uptime_s(),
         )
-        common["model"]["last_good"] = self._model(state.last_good)
         replicas = replica_rows(view, state)
         backend = self.cfg.backend
         return {
@@ -270,15 +264,12 @@ class RayOperations(ControlActions):
         self.follow_ups.append(RayFollowUp(scope, detection, action, done, deadline))
 
     def check_follow_ups(self, view: ClusterView | None, state: RayState) -> None:
-        now = self.clock.monotonic()
-        for item in list(self.follow_ups):
-            if view is not None and item.done(view, state):
-                outcome, details = "resolved", {}
-            elif now > item.deadline:
-                outcome, details = "failed", {"reason": f"not done within {FOLLOW_UP_S:.0f} s"}
-            else:
-                continue
-            self.follow_ups.remove(item)
+        ended = settled(
+            self.follow_ups,
+            lambda item: view is not None and item.done(view, state),
+            self.clock.monotonic(),
+        )
+        for item, outcome, details in ended:
             if self.busy == item.scope:
                 self.busy = ""
             self.recorder.record(
