@@ -139,7 +139,6 @@ def node_rows(view: ClusterView | None) -> list[dict[str, Any]]:
 class RollbackDone:
     """A manual rollback's swap ended (posted by its thread to the loop)."""
 
-    incident_scope: str
     target: str
     result: SwapResult | None
     error: str = ""
@@ -229,9 +228,9 @@ class RayOperations(ControlActions):
             result = self.cluster.promote(self.registry, target, previous, FOLLOW_UP_S)
         except Exception as exc:  # the loop must hear of the end, or the rollback stays open
             logger.opt(exception=True).error("rollback to {} failed", target)
-            self.loop.events.put(RollbackDone("rollback", target, None, str(exc)))
+            self.loop.events.put(RollbackDone(target, None, str(exc)))
             return
-        self.loop.events.put(RollbackDone("rollback", target, result))
+        self.loop.events.put(RollbackDone(target, result))
 
     def rollback_done(self, done: RollbackDone) -> None:
         """The loop's end of a manual rollback: move ``current`` and close the incident."""
@@ -241,7 +240,7 @@ class RayOperations(ControlActions):
             self.registry.set_alias("current", done.target)
             self.loop.model_changed(done.target, self.registry.alias("last_good"))
             details: dict[str, Any] = {"to": done.target, "seconds": result.seconds}
-            self._manual(done.incident_scope, "rollback", details, outcome="resolved")
+            self._manual("rollback", "rollback", details, outcome="resolved")
             logger.success("every Ray replica serves {} again", done.target)
             return
         reason = done.error or (
@@ -250,7 +249,7 @@ class RayOperations(ControlActions):
             else f"replicas still not on {done.target}"
         )
         failed = {"to": done.target, "reason": reason}
-        self._manual(done.incident_scope, "rollback", failed, outcome="failed")
+        self._manual("rollback", "rollback", failed, outcome="failed")
 
     # ----- follow-ups ------------------------------------------------------------------------
     def _follow(

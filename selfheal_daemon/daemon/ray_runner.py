@@ -32,6 +32,7 @@ from selfheal_daemon.config import Config
 from selfheal_daemon.control.server import ControlServer
 from selfheal_daemon.daemon.operations import ControlRequest
 from selfheal_daemon.daemon.ray_control import RayControl, RayOperations, RollbackDone
+from selfheal_daemon.daemon.runner import start_control
 from selfheal_daemon.errors import SelfhealError
 from selfheal_daemon.lifecycle.events import ModelState, ServingChanged
 from selfheal_daemon.lifecycle.healer import MODEL_EVENTS, Healing, Observations
@@ -203,8 +204,6 @@ class RayLoop:
             fetch=self._fetch,
         )
         self.operations = RayOperations(self)
-        from selfheal_daemon.daemon.runner import start_control
-
         self.control = start_control(self.cfg, RayControl(self))
         monitor = threading.Thread(target=self._monitor, name="monitor", daemon=True)
         monitor.start()

@@ -751,8 +751,9 @@ def test_status_actions_and_drills_through_the_control_endpoint_on_ray(
     """The Ray daemon's control socket, used with the CLI as on local workers: status lists
     the replicas and the nodes; restart replaces every replica under a steady client; the crash
     drill is detected and healed by Ray; pause and resume; rollback swaps every replica to the
-    target; the drills that need a local process are refused with why. (Last in the module: the
-    restart moves the application to a new restart generation.)"""
+    target in place, also from a daemon started after the restart; the drills that need a local
+    process are refused with why. (Last in the module: the restart moves the application to a new
+    restart generation.)"""
     extra = f"[restart]\nstable_after_s = 600.0\n[control]\ntcp_port = {CONTROL_PORT}\n"
     state_dir = _state(env, tmp_path, extra)
     log = tmp_path / "daemon.log"
@@ -781,7 +782,14 @@ def test_status_actions_and_drills_through_the_control_endpoint_on_ray(
     assert json.loads(_cli(state_dir, "status", "--json").stdout)["daemon"]["paused"] is True
     assert _cli(state_dir, "resume").returncode == 0
 
-    assert wait_until(lambda: _all_on(env, "v2"), 60)
+    # a daemon started after the restart reads the restart generation back from Serve: its
+    # rollback below is an in-place reconfigure of the same replicas, not another restart
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0, log.read_text()[-3000:]
+    daemon = daemons(state_dir)
+    assert wait_until(lambda: _count(state_dir, "reattached") == 2, 90), log.read_text()[-3000:]
+    serving = wait_until(lambda: _all_on(env, "v2"), 60)
+    assert serving, env.adapter.view()
     with Steady(env.rows) as client:
         rolled = _cli(state_dir, "rollback", "--to", "v1")
         assert rolled.returncode == 0, rolled.stderr
@@ -791,7 +799,9 @@ def test_status_actions_and_drills_through_the_control_endpoint_on_ray(
         time.sleep(1.0)
     assert client.failed == [], client.failed[:5]
     assert client.versions[-1] == "v1"
-    assert {r.version for r in env.adapter.view().replicas} == {"v1"}
+    rolled_to = env.adapter.view().replicas
+    assert {r.version for r in rolled_to} == {"v1"}
+    assert {(r.replica, r.pid) for r in rolled_to} == {(r.replica, r.pid) for r in serving.replicas}
     assert ModelRegistry(state_dir / "registry").alias("current") == "v1"
     status = json.loads(_cli(state_dir, "status", "--json").stdout)
     assert status["model"]["serving"] == "v1"

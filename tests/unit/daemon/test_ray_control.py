@@ -235,7 +235,7 @@ def test_a_refused_rollback_is_failed_and_leaves_current(loop: FakeLoop) -> None
     act(ops, "rollback", to="v1")
     loop.events.get(timeout=5)
     refusal = SwapResult(False, "v1", 0.4, (), {"b": "sha256 mismatch"}, ())
-    ops.rollback_done(RollbackDone("rollback", "v1", refusal))
+    ops.rollback_done(RollbackDone("v1", refusal))
     assert loop.registry.alias("current") == "v2"
     records = [r for r in read_records(loop.cfg.audit_dir) if r["issue"] == "manual_action"]
     assert records[-1]["outcome"] == "failed"
